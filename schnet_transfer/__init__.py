@@ -1,0 +1,1 @@
+"""Cheap-QC transfer learning for SchNetPack."""

@@ -1,0 +1,228 @@
+"""Resumable, Dask-parallel xTB labelling into a schnetpack ``ASEAtomsData`` database.
+
+Each molecule is labelled in a Dask task (:func:`label_one`); the client
+process is the only writer of the database and stores every result as soon as
+it arrives.  A labelled molecule is a database row whose ``input_index``
+key-value pair is its row in the source; a failure is an entry of the
+``failures`` metadata with the stage and the reason.  A restarted run skips
+both, so an interrupted run loses no finished molecule and duplicates none.
+
+Cluster choice: by default a :class:`dask.distributed.LocalCluster`; pass
+``scheduler_address`` to use a running scheduler, or a ready ``client`` (for
+example one of a ``dask_jobqueue.SLURMCluster``, an optional dependency).
+
+Examples
+--------
+>>> import tempfile, os
+>>> from schnet_transfer.labelling import label_molecules
+>>> from schnet_transfer.pretraining_set import MoleculeInput
+>>> from schnet_transfer.xtb_labels import XtbSettings
+>>> db = os.path.join(tempfile.mkdtemp(), "xtb.db")
+>>> mols = [MoleculeInput(0, "ethanol", smiles="CCO"), MoleculeInput(1, "bad", smiles="C1CC")]
+>>> summary = label_molecules(mols, db, XtbSettings(), processes=False, progress=False)
+>>> summary.labelled, summary.failed, summary.skipped
+(1, 1, 0)
+>>> label_molecules(mols, db, XtbSettings(), processes=False, progress=False).skipped
+2
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ase import Atoms
+from schnetpack.data import ASEAtomsData
+from tqdm.auto import tqdm
+
+from .conformers import StructureError, embed_smiles, read_structure
+from .pretraining_set import MoleculeInput
+from .xtb_labels import LABEL_UNITS, LabelError, XtbSettings, optimize_geometry, xtb_labels
+
+__all__ = ["LabelSummary", "label_one", "label_molecules", "open_label_db"]
+
+
+@dataclass(frozen=True)
+class LabelSummary:
+    """Counts of one labelling run: new rows, new failures, inputs already done."""
+
+    labelled: int
+    failed: int
+    skipped: int
+
+
+def label_one(item: MoleculeInput, settings: XtbSettings) -> dict[str, Any]:
+    """Build the 3D structure of one input and compute its xTB labels.
+
+    Never raises for a bad molecule: the result has ``ok=False`` with the
+    failing ``stage`` (parse, read, embedding, optimisation, scf) and ``reason``.
+    """
+    result: dict[str, Any] = {"index": item.index, "name": item.name, "smiles": item.smiles}
+    try:
+        if item.path is not None:
+            structure = read_structure(item.path)
+        else:
+            structure = embed_smiles(item.smiles, seed=settings.seed)
+        positions = structure.positions
+        if settings.optimize:
+            positions = optimize_geometry(structure.numbers, positions, structure.charge, settings)
+        labels = xtb_labels(structure.numbers, positions, settings, structure.charge)
+    except (StructureError, LabelError) as err:
+        return {**result, "ok": False, "stage": err.stage, "reason": err.reason}
+    return {
+        **result,
+        "ok": True,
+        "numbers": structure.numbers,
+        "positions": positions,
+        "charge": structure.charge,
+        "labels": labels,
+    }
+
+
+def open_label_db(path: str, settings: XtbSettings) -> ASEAtomsData:
+    """Create the database, or reopen it to resume a run with the same settings.
+
+    Raises
+    ------
+    ValueError
+        If an existing database was labelled with different settings.
+    """
+    provenance = settings.provenance()
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        data = ASEAtomsData.create(path, distance_unit="Ang", property_unit_dict=LABEL_UNITS)
+        data.update_metadata(provenance=provenance, failures={})
+        return data
+    data = ASEAtomsData(path)
+    stored = data.metadata.get("provenance")
+    if stored != provenance:
+        raise ValueError(
+            f"{path} was labelled with other settings; stored {stored}, requested "
+            f"{provenance}. Use another output path or the same settings to resume."
+        )
+    return data
+
+
+def _finished(data: ASEAtomsData) -> dict[int, str]:
+    """Input index -> name of every molecule already labelled or failed."""
+    done = {int(k): v["name"] for k, v in data.metadata["failures"].items()}
+    for row in data.conn.select(include_data=False):
+        done[int(row.input_index)] = row.name
+    return done
+
+
+def _check_same_inputs(done: dict[int, str], items: Sequence[MoleculeInput]) -> None:
+    names = {m.index: m.name for m in items}
+    changed = [i for i, name in done.items() if i in names and names[i] != name]
+    if changed:
+        raise ValueError(
+            f"inputs changed since the database was written (e.g. index {changed[0]}: "
+            f"{done[changed[0]]!r} vs {names[changed[0]]!r})"
+        )
+
+
+def _store(data: ASEAtomsData, result: dict[str, Any]) -> None:
+    if result["ok"]:
+        data.add_system(
+            Atoms(numbers=result["numbers"], positions=result["positions"]),
+            atoms_metadata={
+                "input_index": result["index"],
+                "name": result["name"],
+                "smiles": result["smiles"] or "",
+                "charge": int(result["charge"]),
+            },
+            **{k: [v] for k, v in result["labels"].items()},
+        )
+    else:
+        failures = data.metadata["failures"]
+        failures[str(result["index"])] = {
+            k: result[k] for k in ("name", "smiles", "stage", "reason")
+        }
+        data.update_metadata(failures=failures)
+
+
+@contextlib.contextmanager
+def _dask_client(scheduler_address: str | None, n_workers: int | None, processes: bool):
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler_address is not None:
+        with Client(scheduler_address) as client:
+            yield client
+        return
+    with LocalCluster(
+        n_workers=n_workers or os.cpu_count(),
+        threads_per_worker=1,
+        processes=processes,
+        dashboard_address=None,
+    ) as cluster, Client(cluster) as client:
+        yield client
+
+
+def label_molecules(
+    items: Sequence[MoleculeInput],
+    db_path: str,
+    settings: XtbSettings,
+    *,
+    client=None,
+    scheduler_address: str | None = None,
+    n_workers: int | None = None,
+    processes: bool = True,
+    progress: bool = True,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> LabelSummary:
+    """Label molecules with xTB on Dask and write them to ``db_path``.
+
+    Parameters
+    ----------
+    items
+        Molecules to label; ``index`` values must be unique.
+    db_path
+        ``.db`` file; created, or resumed when it exists.
+    settings
+        xTB settings, stored as provenance and checked on resume.
+    client
+        A ready ``dask.distributed.Client`` (e.g. of a dask-jobqueue cluster).
+    scheduler_address
+        Address of a running Dask scheduler, used when ``client`` is None.
+    n_workers, processes
+        Size and kind of the default ``LocalCluster``.
+    progress
+        Show a tqdm progress bar.
+    on_result
+        Called with every stored result (for logging or monitoring).
+
+    Returns
+    -------
+    LabelSummary
+    """
+    if len({m.index for m in items}) != len(items):
+        raise ValueError("input indices must be unique")
+    data = open_label_db(db_path, settings)
+    done = _finished(data)
+    _check_same_inputs(done, items)
+    pending = [m for m in items if m.index not in done]
+    counts = {"labelled": 0, "failed": 0}
+    if pending:
+        with contextlib.ExitStack() as stack:
+            if client is None:
+                client = stack.enter_context(
+                    _dask_client(scheduler_address, n_workers, processes)
+                )
+            from dask.distributed import as_completed
+
+            futures = client.map(label_one, pending, settings=settings, pure=False)
+            bar = stack.enter_context(
+                tqdm(total=len(items), initial=len(items) - len(pending),
+                     disable=not progress, desc="xTB labels")
+            )
+            for future in as_completed(futures):
+                result = future.result()
+                _store(data, result)
+                counts["labelled" if result["ok"] else "failed"] += 1
+                bar.update()
+                if on_result is not None:
+                    on_result(result)
+    return LabelSummary(skipped=len(items) - len(pending), **counts)
