@@ -1,0 +1,279 @@
+"""Few-shot molecular property benchmarks built on DeepChem's MoleculeNet loaders.
+
+:func:`load_fewshot` featurizes a MoleculeNet dataset (Tox21, SIDER, MUV, ToxCast, PCBA) or one of
+the nine GS-Meta ToxCast assay-provider groups with :class:`PretrainGNNFeaturizer`, keeps the
+multi-task label matrix (missing labels as NaN, never as negatives) and attaches the published
+meta-train / meta-test property split from ``task_splits.json``.
+
+Nothing is downloaded: the files are read from the project's ``data/`` folder (or a ``data_dir``
+you pass, or ``$PINTUNING_DATA_DIR``). PCBA is not shipped; pass the folder that holds your copy of
+MoleculeNet's ``pcba.csv.gz``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import deepchem as dc
+import numpy as np
+import pandas as pd
+from deepchem.molnet.load_function.molnet_loader import _MolnetLoader
+from rdkit import rdBase
+
+from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
+
+logger = logging.getLogger(__name__)
+
+TOXCAST_GROUPS = ("APR", "ATG", "BSK", "CEETOX", "CLD", "NVS", "OT", "TOX21", "Tanguay")
+MOLECULENET_DATASETS = ("tox21", "sider", "muv", "toxcast", "pcba")
+DATASETS = MOLECULENET_DATASETS + tuple(f"toxcast-{g}" for g in TOXCAST_GROUPS)
+
+# The raw file each MoleculeNet loader reads from ``data_dir`` (it would download it if missing,
+# so the presence is checked before the loader runs).
+_RAW_FILES = {
+    "tox21": "tox21.csv.gz",
+    "sider": "sider.csv.gz",
+    "muv": "muv.csv.gz",
+    "toxcast": "toxcast_data.csv.gz",
+    "pcba": "pcba.csv.gz",
+}
+_MOLNET_LOADERS = {
+    "tox21": dc.molnet.load_tox21,
+    "sider": dc.molnet.load_sider,
+    "muv": dc.molnet.load_muv,
+    "toxcast": dc.molnet.load_toxcast,
+    "pcba": dc.molnet.load_pcba,
+}
+PCBA_HELP = (
+    "PCBA is not shipped with deepchem-pintuning (MoleculeNet's pcba.csv.gz, 437,929 molecules x "
+    "128 assays, is too large to ship). Download it from DeepChem's MoleculeNet mirror "
+    "(https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/pcba.csv.gz) on a machine with "
+    "internet access and pass the folder that holds it: load_fewshot('pcba', data_dir=FOLDER).")
+
+
+class DataFileNotFoundError(FileNotFoundError):
+    """A dataset file is not where the loader looks for it."""
+
+
+def project_data_dir() -> Path:
+    """Folder holding the shipped data: ``$PINTUNING_DATA_DIR`` or the project's ``data/``.
+
+    Examples
+    --------
+    >>> (project_data_dir() / "tox21" / "tox21.csv.gz").exists()
+    True
+    """
+    env = os.environ.get("PINTUNING_DATA_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parent.parent / "data"
+    if not path.is_dir():
+        raise DataFileNotFoundError(
+            f"Shipped data folder {path} does not exist. Set PINTUNING_DATA_DIR to the project's "
+            "data/ folder or pass data_dir explicitly.")
+    return path
+
+
+def default_cache_dir() -> Path:
+    """Where featurized datasets are cached: ``$PINTUNING_CACHE_DIR`` or ``~/.cache/deepchem_pintuning``."""
+    env = os.environ.get("PINTUNING_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "deepchem_pintuning"
+
+
+def task_splits() -> Dict[str, Dict[str, List[str]]]:
+    """Published meta-train / meta-test property lists for every supported dataset.
+
+    Examples
+    --------
+    >>> task_splits()["tox21"]["test"]
+    ['SR-HSE', 'SR-MMP', 'SR-p53']
+    """
+    with open(Path(__file__).with_name("task_splits.json")) as handle:
+        splits = json.load(handle)["splits"]
+    groups = [splits[f"toxcast-{g}"] for g in TOXCAST_GROUPS]
+    splits["toxcast"] = {part: [t for g in groups for t in g[part]] for part in ("train", "test")}
+    return splits
+
+
+@dataclass
+class FewShotDataset:
+    """A featurized multi-property dataset with its meta-train / meta-test property split.
+
+    Attributes
+    ----------
+    name: str
+        Dataset name as passed to :func:`load_fewshot`.
+    dataset: deepchem.data.Dataset
+        The DeepChem dataset: ``X`` holds one :class:`~deepchem.feat.GraphData` per molecule, ``y``
+        the labels, ``w`` is 0 where a label is missing, ``ids`` are the SMILES.
+    tasks: list of str
+        All property names, in label-column order.
+    train_tasks, test_tasks: list of str
+        Meta-training and meta-test properties.
+    skipped: list of (str, str)
+        Molecules of the raw file that could not be featurized, with the reason.
+    """
+
+    name: str
+    dataset: dc.data.Dataset
+    tasks: List[str]
+    train_tasks: List[str]
+    test_tasks: List[str]
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        y = np.asarray(self.dataset.y, dtype=np.float64).reshape(len(self.dataset), -1)
+        w = np.asarray(self.dataset.w).reshape(y.shape)
+        self.labels = np.where(w > 0, y, np.nan)
+        self.graphs = list(self.dataset.X)
+        self.smiles = [str(s) for s in self.dataset.ids]
+        self._task_index = {t: i for i, t in enumerate(self.tasks)}
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def task_index(self, task: str) -> int:
+        """Column of ``task`` in :attr:`labels`."""
+        try:
+            return self._task_index[task]
+        except KeyError:
+            raise KeyError(f"{self.name} has no property {task!r}; properties: {self.tasks}") from None
+
+    def label_counts(self, task: str) -> Tuple[int, int, int]:
+        """``(n_active, n_inactive, n_missing)`` of a property."""
+        column = self.labels[:, self.task_index(task)]
+        missing = int(np.isnan(column).sum())
+        active = int(np.nansum(column > 0.5))
+        return active, len(column) - missing - active, missing
+
+    def summary(self) -> pd.DataFrame:
+        """One row per property: split, actives, inactives, missing labels."""
+        rows = []
+        for task in self.train_tasks + self.test_tasks:
+            active, inactive, missing = self.label_counts(task)
+            rows.append({"property": task, "split": "train" if task in self.train_tasks else "test",
+                         "active": active, "inactive": inactive, "missing": missing})
+        return pd.DataFrame(rows)
+
+
+class _GSMetaToxCastLoader(_MolnetLoader):
+    """MoleculeNet-style loader for one GS-Meta ToxCast assay-provider file."""
+
+    def __init__(self, group: str, *args, **kwargs):
+        self.group = group
+        super().__init__(*args, **kwargs)
+
+    def create_dataset(self) -> dc.data.Dataset:
+        path = os.path.join(self.data_dir, f"toxcast-{self.group}.csv.gz")
+        loader = dc.data.CSVLoader(tasks=self.tasks, feature_field="smiles", featurizer=self.featurizer)
+        return loader.create_dataset(path, shard_size=8192)
+
+
+@contextlib.contextmanager
+def _quiet_featurization() -> Iterator[None]:
+    feat_logger = logging.getLogger("deepchem.feat.base_classes")
+    level = feat_logger.level
+    feat_logger.setLevel(logging.ERROR)
+    try:
+        with rdBase.BlockLogs():
+            yield
+    finally:
+        feat_logger.setLevel(level)
+
+
+def _raw_smiles(path: Path) -> List[str]:
+    return pd.read_csv(path, usecols=["smiles"])["smiles"].astype(str).tolist()
+
+
+def _find_skipped(raw: Sequence[str], kept: Sequence[str],
+                  featurizer: PretrainGNNFeaturizer) -> List[Tuple[str, str]]:
+    """Molecules of the raw file missing from the featurized dataset, with the reason."""
+    remaining: Dict[str, int] = {}
+    for smiles in kept:
+        remaining[smiles] = remaining.get(smiles, 0) + 1
+    skipped = []
+    for smiles in raw:
+        if remaining.get(smiles, 0) > 0:
+            remaining[smiles] -= 1
+        else:
+            skipped.append((smiles, featurizer.explain_failure(smiles) or "dropped by the loader"))
+    return skipped
+
+
+def load_fewshot(name: str,
+                 data_dir: Optional[str] = None,
+                 save_dir: Optional[str] = None,
+                 featurizer: Optional[PretrainGNNFeaturizer] = None,
+                 reload: bool = True) -> FewShotDataset:
+    """Load a few-shot molecular property benchmark.
+
+    Parameters
+    ----------
+    name: str
+        One of ``tox21``, ``sider``, ``muv``, ``toxcast``, ``pcba`` or ``toxcast-<GROUP>`` with
+        GROUP in APR, ATG, BSK, CEETOX, CLD, NVS, OT, TOX21, Tanguay (the GS-Meta ToxCast split).
+    data_dir: str, optional
+        Folder holding the raw file (``tox21.csv.gz``, ``sider.csv.gz``, ``muv.csv.gz``,
+        ``toxcast_data.csv.gz``, ``pcba.csv.gz`` or ``toxcast-<GROUP>.csv.gz``). Defaults to the
+        shipped copy under the project's ``data/``. Required for ``pcba``.
+    save_dir: str, optional
+        Cache folder for the featurized dataset (default :func:`default_cache_dir`).
+    featurizer: PretrainGNNFeaturizer, optional
+        Defaults to ``PretrainGNNFeaturizer()``.
+    reload: bool, default True
+        Reuse a cached featurization when one exists.
+
+    Returns
+    -------
+    FewShotDataset
+
+    Examples
+    --------
+    >>> fs = load_fewshot("toxcast-CLD")
+    >>> len(fs.train_tasks), len(fs.test_tasks)
+    (14, 5)
+    >>> fs.labels.shape[1]
+    19
+    """
+    if name not in DATASETS:
+        raise ValueError(f"Unknown few-shot dataset {name!r}. Valid names: {', '.join(DATASETS)}")
+    featurizer = featurizer or PretrainGNNFeaturizer()
+    save_dir = str(save_dir or default_cache_dir())
+    split = task_splits()[name]
+
+    if name.startswith("toxcast-"):
+        group = name.split("-", 1)[1]
+        folder = Path(data_dir) if data_dir else project_data_dir() / "fewshot_gsmeta" / name
+        raw_file = folder / f"{name}.csv.gz"
+    else:
+        if name == "pcba" and data_dir is None:
+            raise DataFileNotFoundError(PCBA_HELP)
+        folder = Path(data_dir) if data_dir else project_data_dir() / name
+        raw_file = folder / _RAW_FILES[name]
+    if not raw_file.exists():
+        raise DataFileNotFoundError(f"{raw_file} not found." + (" " + PCBA_HELP if name == "pcba" else ""))
+
+    # DeepChem logs every unparsable molecule with a traceback; they are reported once below instead.
+    with _quiet_featurization():
+        if name.startswith("toxcast-"):
+            tasks = list(pd.read_csv(raw_file, nrows=0).columns[1:])
+            loader = _GSMetaToxCastLoader(group, featurizer, None, [], tasks, str(folder), save_dir)
+            dataset = loader.load_dataset(name, reload)[1][0]
+        else:
+            tasks, (dataset,), _ = _MOLNET_LOADERS[name](
+                featurizer=featurizer, splitter=None, transformers=[], reload=reload,
+                data_dir=str(folder), save_dir=save_dir)
+            tasks = list(tasks)
+
+    skipped = _find_skipped(_raw_smiles(raw_file), [str(s) for s in dataset.ids], featurizer)
+    if skipped:
+        logger.warning("%s: skipped %d of %d molecules that cannot be featurized, e.g. %s (%s)",
+                       name, len(skipped), len(skipped) + len(dataset), skipped[0][0], skipped[0][1])
+    missing = [t for t in split["train"] + split["test"] if t not in tasks]
+    if missing:
+        raise ValueError(f"{raw_file} lacks the properties {missing} of the published {name} split")
+    return FewShotDataset(name=name, dataset=dataset, tasks=tasks, train_tasks=list(split["train"]),
+                          test_tasks=list(split["test"]), skipped=skipped)
