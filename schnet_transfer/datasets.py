@@ -94,7 +94,7 @@ def convert_hopv(source_dir: str | Path, out: str | Path, limit: int | None = No
         data.add_system(
             Atoms(symbols=symbols, positions=positions),
             atoms_metadata={"name": f"hopv_{i}", "smiles": row["smiles"]},
-            **{k: [v] for k, v in values.items()},
+            **{k: np.array([v]) for k, v in values.items()},
         )
     return str(out)
 
@@ -164,6 +164,6 @@ def convert_freesolv(
                 positions=mol.GetConformer().GetPositions(),
             ),
             atoms_metadata={"name": compound, "smiles": row["smiles"]},
-            hydration_free_energy=[row["expt"]],
+            hydration_free_energy=np.array([row["expt"]]),
         )
     return str(out)

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from ase import Atoms
 from schnetpack.data import ASEAtomsData
 from tqdm.auto import tqdm
@@ -134,7 +135,7 @@ def _store(data: ASEAtomsData, result: dict[str, Any]) -> None:
                 "smiles": result["smiles"] or "",
                 "charge": int(result["charge"]),
             },
-            **{k: [v] for k, v in result["labels"].items()},
+            **{k: np.array([v]) for k, v in result["labels"].items()},
         )
     else:
         failures = data.metadata["failures"]

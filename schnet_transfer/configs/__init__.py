@@ -1,0 +1,1 @@
+"""Hydra configs of the extension (found by ``spktrain`` through ``hydra_plugins``)."""

@@ -1,0 +1,75 @@
+"""Evaluate a trained ``spktrain`` run on its test split in physical units.
+
+``spktrain`` logs metrics on the standardized targets; this module runs the
+saved ``best_model`` (with its postprocessors, so outputs are in the target's
+units) on the test indices of the run's ``split.npz``.
+
+Examples
+--------
+``split_errors("runs/finetune_hopv_seed0", "~/.cache/schnet_transfer/hopv.db", "gap")``
+returns ``{"mae": ..., "rmse": ..., "n": ...}`` in eV.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import schnetpack as spk
+import torch
+from schnetpack.data import ASEAtomsData, AtomsLoader
+
+__all__ = ["predict", "split_errors"]
+
+
+def predict(
+    model_path: str | os.PathLike,
+    db: str | os.PathLike,
+    indices: Sequence[int],
+    property: str,
+    batch_size: int = 32,
+    postprocess: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and reference values of ``indices``.
+
+    With ``postprocess`` (default) predictions are in physical units; without,
+    they are the raw (standardized) network outputs.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the model or the database does not exist.
+    """
+    for path in (model_path, db):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no such file: {path}")
+    model = torch.load(model_path, map_location="cpu", weights_only=False)
+    model.do_postprocessing = postprocess
+    model.eval()
+    cutoff = float(model.representation.cutoff)
+    data = ASEAtomsData(
+        str(db),
+        load_properties=[property],
+        transforms=[spk.transform.MatScipyNeighborList(cutoff), spk.transform.CastTo32()],
+    ).subset(list(map(int, indices)))
+    predictions, references = [], []
+    for batch in AtomsLoader(data, batch_size=batch_size, shuffle=False):
+        references.append(batch[property].double().numpy())
+        with torch.no_grad():
+            predictions.append(model(batch)[property].double().numpy())
+    return np.concatenate(predictions), np.concatenate(references)
+
+
+def split_errors(
+    run_dir: str | os.PathLike, db: str | os.PathLike, property: str
+) -> dict[str, float]:
+    """MAE and RMSE of a run's ``best_model`` on the test indices of its ``split.npz``."""
+    split = np.load(os.path.join(run_dir, "split.npz"))
+    pred, ref = predict(os.path.join(run_dir, "best_model"), db, split["test_idx"], property)
+    err = pred - ref
+    return {
+        "mae": float(np.abs(err).mean()),
+        "rmse": float(np.sqrt((err**2).mean())),
+        "n": int(len(err)),
+    }

@@ -1,0 +1,186 @@
+"""Fine-tuning task: start from pre-trained weights, layer-wise (discriminative) learning rates.
+
+:class:`FineTuneTask` is a schnetpack ``AtomisticTask`` that, when training
+starts, copies the representation and output-head weights of a pre-trained
+model into its own model.  The normalizer statistics are *not* copied: the
+fine-tuned model standardizes with the target's training split and predicts in
+the target's units.
+
+Discriminative fine-tuning groups the parameters by depth: the output head
+trains with the base learning rate, interaction block ``i`` of ``n`` with
+``lr * decay ** (n - i)`` and the embedding (plus the shared filter network)
+with ``lr * decay ** (n + 1)``; ``freeze_embedding`` keeps the embedding
+fixed.  Schedulers (ReduceLROnPlateau, warm-up) scale all groups alike, so the
+ratios hold for the whole run.
+
+Examples
+--------
+>>> import schnetpack as spk
+>>> from schnet_transfer.finetune import layerwise_parameter_groups
+>>> painn = spk.representation.PaiNN(
+...     n_atom_basis=8, n_interactions=2,
+...     radial_basis=spk.nn.GaussianRBF(n_rbf=5, cutoff=3.0),
+...     cutoff_fn=spk.nn.CosineCutoff(3.0))
+>>> model = spk.model.NeuralNetworkPotential(
+...     representation=painn, input_modules=[spk.atomistic.PairwiseDistances()],
+...     output_modules=[spk.atomistic.Atomwise(n_in=8, output_key="gap")])
+>>> [(g["name"], g["lr"]) for g in layerwise_parameter_groups(model, 1e-3, 0.5)]
+[('head', 0.001), ('interaction_1', 0.0005), ('interaction_0', 0.00025), ('embedding', 0.000125)]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from schnetpack.task import AtomisticTask
+
+__all__ = ["FineTuneTask", "layerwise_parameter_groups", "load_pretrained_state"]
+
+log = logging.getLogger(__name__)
+
+_BLOCK = re.compile(r"^representation\.(?:interactions|mixing)\.(\d+)\.")
+
+
+def layerwise_parameter_groups(
+    model: torch.nn.Module, lr: float, decay: float = 1.0, freeze_embedding: bool = False
+) -> list[dict[str, Any]]:
+    """Optimizer parameter groups with learning rates decaying from head to embedding.
+
+    Parameters
+    ----------
+    model
+        A schnetpack model with ``representation`` (PaiNN or SchNet style
+        ``interactions.<i>``/``mixing.<i>`` blocks) and output modules.
+    lr
+        Learning rate of the output head.
+    decay
+        Factor per level going down (1.0: one learning rate for all).
+    freeze_embedding
+        Exclude the lowest level (embedding, shared filters) from training.
+
+    Returns
+    -------
+    list of dict
+        Groups ``{"name", "params", "lr", "base_lr"}`` from head to embedding.
+    """
+    if not 0.0 < decay <= 1.0:
+        raise ValueError(f"decay must be in (0, 1], got {decay}")
+    levels: dict[str, list[torch.nn.Parameter]] = {"head": [], "embedding": []}
+    blocks: dict[int, list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        match = _BLOCK.match(name)
+        if match:
+            blocks.setdefault(int(match.group(1)), []).append(param)
+        elif name.startswith("representation."):
+            levels["embedding"].append(param)
+        else:
+            levels["head"].append(param)
+    n = len(blocks)
+    groups = [("head", levels["head"], lr)]
+    groups += [(f"interaction_{i}", blocks[i], lr * decay ** (n - i)) for i in sorted(blocks, reverse=True)]
+    if freeze_embedding:
+        for param in levels["embedding"]:
+            param.requires_grad_(False)
+    else:
+        groups.append(("embedding", levels["embedding"], lr * decay ** (n + 1)))
+    return [
+        {"name": name, "params": params, "lr": group_lr, "base_lr": group_lr}
+        for name, params, group_lr in groups
+        if params
+    ]
+
+
+def load_pretrained_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """State dict of a pre-trained model: a ``best_model`` file or a Lightning ``.ckpt``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pre-trained model not found: {path}")
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(obj, torch.nn.Module):
+        return obj.state_dict()
+    if isinstance(obj, dict) and "state_dict" in obj:
+        prefix = "model."
+        return {k[len(prefix):]: v for k, v in obj["state_dict"].items() if k.startswith(prefix)}
+    raise ValueError(f"{path} is neither a saved schnetpack model nor a Lightning checkpoint")
+
+
+class FineTuneTask(AtomisticTask):
+    """``AtomisticTask`` initialised from a pre-trained model, with layer-wise learning rates.
+
+    Parameters
+    ----------
+    pretrained_path
+        ``best_model`` written by ``spktrain`` (or a ``.ckpt``) of the pre-training run.
+    transfer
+        Prefixes of the parameter names copied from the pre-trained model.
+    layer_lr_decay
+        Learning-rate factor per level below the output head (1.0: plain fine-tuning).
+    freeze_embedding
+        Keep the atom embedding and shared filter network at the pre-trained values.
+    **kwargs
+        Everything ``schnetpack.task.AtomisticTask`` takes (model, outputs, optimizer...).
+    """
+
+    def __init__(
+        self,
+        pretrained_path: str,
+        transfer: Sequence[str] = ("representation.", "output_modules."),
+        layer_lr_decay: float = 1.0,
+        freeze_embedding: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.pretrained_path = pretrained_path
+        self.transfer = tuple(transfer)
+        self.layer_lr_decay = layer_lr_decay
+        self.freeze_embedding = freeze_embedding
+
+    def transfer_pretrained_weights(self) -> list[str]:
+        """Copy the ``transfer`` parameters of the pre-trained model; returns their names.
+
+        Raises
+        ------
+        ValueError
+            If a transferred tensor is missing or has another shape (different
+            architecture than the pre-training run).
+        """
+        source = load_pretrained_state(self.pretrained_path)
+        target = self.model.state_dict()
+        names = [k for k in target if k.startswith(self.transfer)]
+        missing = [k for k in names if k not in source]
+        mismatched = [k for k in names if k in source and source[k].shape != target[k].shape]
+        if missing or mismatched or not names:
+            raise ValueError(
+                f"pre-trained model {self.pretrained_path} does not fit this model: "
+                f"missing {missing[:5]}, shape mismatch {mismatched[:5]}"
+            )
+        self.model.load_state_dict({k: source[k] for k in names}, strict=False)
+        log.info(f"loaded {len(names)} pre-trained tensors from {self.pretrained_path}")
+        return names
+
+    def setup(self, stage=None):
+        if stage == "fit":
+            self.transfer_pretrained_weights()
+        super().setup(stage)
+
+    def configure_optimizers(self):
+        groups = layerwise_parameter_groups(
+            self.model, self.lr, self.layer_lr_decay, self.freeze_embedding
+        )
+        optimizer_cls = self.optimizer_cls
+        self.optimizer_cls = lambda params, **kwargs: optimizer_cls(groups, **kwargs)
+        try:
+            return super().configure_optimizers()
+        finally:
+            self.optimizer_cls = optimizer_cls
+
+    def optimizer_step(self, epoch=None, batch_idx=None, optimizer=None, optimizer_closure=None):
+        if self.trainer.global_step < self.warmup_steps:
+            scale = min(1.0, float(self.trainer.global_step + 1) / self.warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = scale * group["base_lr"]
+        optimizer.step(closure=optimizer_closure)
