@@ -1,0 +1,218 @@
+"""``PinTuningModel``: the DeepChem model class around the :class:`PinTuning` network."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Dict, List, Optional, Sequence
+
+import deepchem as dc
+import numpy as np
+import torch
+from deepchem.models.optimizers import AdamW
+from deepchem.models.torch_models import TorchModel
+from tqdm.auto import tqdm
+
+from deepchem_pintuning.batching import collate_graphs
+from deepchem_pintuning.data import FewShotDataset
+from deepchem_pintuning.emb_bwc import EmbBWC, estimate_fisher
+from deepchem_pintuning.episodes import EpisodeSampler, evaluation_episodes
+from deepchem_pintuning.meta_training import episode_inputs, meta_loss, predict_episode
+from deepchem_pintuning.pintuning import PinTuning, PinTuningConfig
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_METRICS = (dc.metrics.Metric(dc.metrics.roc_auc_score, name="roc_auc"),
+                   dc.metrics.Metric(dc.metrics.prc_auc_score, name="pr_auc"))
+
+
+class PinTuningModel(TorchModel):
+    """Pin-Tuning (Wang et al., NeurIPS 2024) for few-shot molecular property prediction.
+
+    A pre-trained molecular GNN is adapted per property with MP-Adapters fed by an episode's
+    molecule-property context graph, its embedding tables regularised by Emb-BWC, and the whole
+    meta-trained episodically with one-step second-order MAML.
+
+    Parameters
+    ----------
+    n_tasks: int
+        Number of properties of the dataset (rows of the property embedding).
+    test_task_ids: sequence of int
+        Label columns of the meta-test properties (their embeddings start at zero).
+    protocol: str, default "paper"
+        ``"paper"`` (the method as published) or ``"official"`` (the official code's behaviour,
+        see :meth:`PinTuningConfig.official`).
+    config: PinTuningConfig, optional
+        Full settings; keyword arguments that name a config field override it.
+    model_dir, device, seed:
+        As for :class:`deepchem.models.TorchModel`; ``seed`` seeds the initialisation.
+
+    Examples
+    --------
+    >>> import deepchem_pintuning as pt
+    >>> data = pt.load_fewshot("toxcast-CLD")
+    >>> model = PinTuningModel.for_dataset(data, n_shot=5, emb_dim=32, num_layer=2, adapter_dim=8,
+    ...                                    encoder="gin_scratch", seed=0)
+    >>> history = model.fit(data, steps=2, seed=0, progress=False)
+    >>> scores = model.evaluate_fewshot(data, seed=0)
+    >>> sorted(scores)
+    ['per_task', 'pr_auc', 'roc_auc']
+    """
+
+    def __init__(self, n_tasks: int, test_task_ids: Sequence[int] = (), protocol: str = "paper",
+                 config: Optional[PinTuningConfig] = None, model_dir: Optional[str] = None,
+                 device: Optional[torch.device] = None, seed: Optional[int] = None, **overrides):
+        if protocol not in ("paper", "official"):
+            raise ValueError(f"protocol must be 'paper' or 'official', got {protocol!r}")
+        if config is None:
+            config = PinTuningConfig.official(**overrides) if protocol == "official" else PinTuningConfig(**overrides)
+        elif overrides:
+            config = PinTuningConfig.from_dict({**config.to_dict(), **overrides})
+        if seed is not None:
+            torch.manual_seed(seed)
+        self.config = config
+        self.n_tasks = n_tasks
+        self.test_task_ids = list(test_task_ids)
+        # one extra, zero-initialised property row stands for a user's new assay (predict_smiles)
+        network = PinTuning(config, n_tasks + 1, list(test_task_ids) + [n_tasks])
+        super().__init__(network, loss=dc.models.losses.SigmoidCrossEntropy(),
+                         optimizer=AdamW(learning_rate=config.meta_lr, weight_decay=config.weight_decay),
+                         model_dir=model_dir, device=device)
+        self.regularizer: Optional[EmbBWC] = None
+        if config.emb_bwc == "identity":
+            self._set_regularizer(None)
+        self.history: List[Dict[str, float]] = []
+        self._frozen_cache: Optional[tuple] = None  # (dataset, its frozen-encoder vectors)
+
+    @classmethod
+    def for_dataset(cls, data: FewShotDataset, **kwargs) -> "PinTuningModel":
+        """A model sized for ``data``'s properties, its meta-test properties zeroed."""
+        return cls(n_tasks=len(data.tasks), test_task_ids=[data.task_index(t) for t in data.test_tasks], **kwargs)
+
+    # ------------------------------------------------------------------ Emb-BWC
+    def _set_regularizer(self, fisher) -> None:
+        tables = self.model.encoder.embedding_tables()
+        self.regularizer = EmbBWC({n: p for n, p in tables.items()}, self.config.emb_bwc, fisher).to(self.device)
+
+    def estimate_fisher(self, smiles: Sequence[str], batch_size: int = 64, seed: int = 0) -> None:
+        """Estimate the Emb-BWC Fisher on molecules (e.g. the shipped MOSES sample), see :func:`estimate_fisher`."""
+        from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
+        graphs = [g for g in PretrainGNNFeaturizer().featurize(list(smiles)) if hasattr(g, "node_features")]
+        batches = [collate_graphs(graphs[i:i + batch_size], self.device) for i in range(0, len(graphs), batch_size)]
+        fisher = estimate_fisher(self.model.frozen_encoder.requires_grad_(True), batches, seed=seed)
+        self.model.frozen_encoder.requires_grad_(False)
+        self._set_regularizer(fisher)
+
+    def _require_regularizer(self) -> None:
+        if self.config.emb_bwc in ("fisher", "embedding_fisher") and self.regularizer is None:
+            from deepchem_pintuning.data import project_data_dir
+            import pandas as pd
+            path = project_data_dir() / "zinc" / "moses_subset_100k.csv.gz"
+            smiles = pd.read_csv(path)["SMILES"].head(self.config.fisher_molecules).tolist()
+            logger.info("estimating the Emb-BWC Fisher on %d MOSES molecules", len(smiles))
+            self.estimate_fisher(smiles)
+
+    # ------------------------------------------------------------------ data helpers
+    def _frozen(self, data: FewShotDataset) -> Optional[torch.Tensor]:
+        """Frozen-encoder vectors of every molecule, cached (only valid with the frozen copy in eval mode)."""
+        if self.config.frozen_encoder_train_mode:
+            return None
+        if self._frozen_cache is None or self._frozen_cache[0] is not data:
+            vectors = []
+            self.model.frozen_encoder.eval()
+            for start in range(0, len(data), 256):
+                batch = collate_graphs(data.graphs[start:start + 256], self.device)
+                vectors.append(self.model.frozen_vectors(batch))
+            self._frozen_cache = (data, torch.cat(vectors))
+        return self._frozen_cache[1]
+
+    # ------------------------------------------------------------------ training
+    def fit(self, data: FewShotDataset, steps: int = 2000, seed: int = 0, progress: bool = True,
+            eval_every: Optional[int] = None, eval_seed: int = 0,
+            eval_tasks: Optional[Sequence[str]] = None, checkpoint_interval: int = 0) -> List[Dict[str, float]]:
+        """Meta-train on the training properties of ``data``.
+
+        Parameters
+        ----------
+        steps: int
+            Outer steps; each draws ``tasks_per_step`` properties x ``episodes_per_task`` episodes.
+        eval_every: int, optional
+            Evaluate every this many steps (ROC-AUC on ``eval_tasks``, default the test properties)
+            and record it in the returned history.
+        checkpoint_interval: int
+            Save a checkpoint every this many steps (0: only at the end).
+
+        Returns
+        -------
+        list of dict
+            One record per step (loss parts, seconds) and per evaluation.
+        """
+        config = self.config
+        self._ensure_built()
+        self._require_regularizer()
+        sampler = EpisodeSampler(data, config.n_shot, config.n_query, seed=seed)
+        rng = np.random.default_rng(seed)
+        task_ids = {t: data.task_index(t) for t in sampler.tasks}
+        frozen = self._frozen(data)
+        n_per_step = min(config.tasks_per_step, len(sampler.tasks))
+        bar = tqdm(range(steps), desc="Pin-Tuning meta-training", disable=not progress)
+        for step in bar:
+            start = time.perf_counter()
+            self.model.train()
+            tasks = rng.choice(sampler.tasks, n_per_step, replace=False)
+            episodes = [(task_ids[t], episode_inputs(data, sampler.sample(t), None, frozen,
+                                                     config.query_aux_offset, self.device))
+                        for t in tasks for _ in range(config.episodes_per_task)]
+            self._pytorch_optimizer.zero_grad()
+            loss, parts = meta_loss(self.model, episodes, self.regularizer)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(self.model.trainable_parameters().values()), config.grad_clip)
+            self._pytorch_optimizer.step()
+            self._global_step += 1
+            record = {"step": self._global_step, "seconds": time.perf_counter() - start, **parts}
+            self.history.append(record)
+            bar.set_postfix(loss=f"{parts['loss']:.3f}")
+            if eval_every and (step + 1) % eval_every == 0:
+                scores = self.evaluate_fewshot(data, seed=eval_seed, tasks=eval_tasks)
+                self.history.append({"step": self._global_step, "eval_roc_auc": scores["roc_auc"],
+                                     "eval_pr_auc": scores["pr_auc"]})
+            if checkpoint_interval and (step + 1) % checkpoint_interval == 0:
+                self.save_checkpoint()
+        if steps:
+            self.save_checkpoint()
+        return self.history
+
+    # ------------------------------------------------------------------ prediction
+    def evaluate_fewshot(self, data: FewShotDataset, seed: int = 0, tasks: Optional[Sequence[str]] = None,
+                         metrics: Sequence[dc.metrics.Metric] = DEFAULT_METRICS) -> Dict:
+        """Score the fixed evaluation episodes of ``seed`` (default: the meta-test properties).
+
+        Returns the unweighted mean over properties of each metric, plus ``per_task`` scores.
+        """
+        self._ensure_built()
+        frozen = self._frozen(data)
+        per_task: Dict[str, Dict[str, float]] = {}
+        for episode in evaluation_episodes(data, self.config.n_shot, seed, tasks):
+            scores = predict_episode(self.model, data, episode, frozen, seed, self.device)
+            per_task[episode.task] = {m.name: float(m.compute_metric(episode.query_labels, scores))
+                                      for m in metrics}
+        result: Dict = {m.name: float(np.mean([s[m.name] for s in per_task.values()])) for m in metrics}
+        result["per_task"] = per_task
+        return result
+
+    def predict_smiles(self, support_smiles: Sequence[str], support_labels: Sequence[float],
+                       query_smiles: Sequence[str], seed: int = 0) -> np.ndarray:
+        """Probability of activity of ``query_smiles`` on a new assay given its labelled support set.
+
+        The new assay's molecules carry no labels on the meta-training properties, so their label
+        edges in the context graph are all "missing". Raises ``ValueError`` for a support set with
+        fewer than two molecules of each class, and for SMILES that cannot be featurized.
+        """
+        from deepchem_pintuning.user_assay import build_user_episode
+        data, episode = build_user_episode(support_smiles, support_labels, query_smiles, self.n_tasks,
+                                           self.test_task_ids)
+        self._ensure_built()
+        return predict_episode(self.model, data, episode, None, seed, self.device)
+
+    def parameter_summary(self) -> Dict[str, int]:
+        """Frozen and tuned parameter counts, per block."""
+        return self.model.parameter_summary()

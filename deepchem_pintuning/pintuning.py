@@ -1,0 +1,199 @@
+"""The Pin-Tuning network: frozen encoder -> context graph -> adapted encoder -> classifier.
+
+For one episode (support + query molecules, target property, auxiliary properties)::
+
+    f_i       = FrozenEncoder(mol_i)                                 (molecule vectors, no gradient)
+    nodes     = ContextEncoder(property embeddings, f, label edges)  (context_graph.py)
+    c_p       = nodes[target property],  c_m,i = nodes[mol_i]
+    a_i       = AdaptedEncoder(mol_i; MP-Adapters fed with c_m,i and c_p)   (adapters.py)
+    logit_i   = MLP([f_i || c_m,i || c_p || a_i])
+    g         = c_p + sigmoid(mean_{i in support} c_m,i)             (episode vector, contrastive loss)
+
+The adapted encoder is a copy of the pre-trained one whose weights are frozen except the embedding
+tables (regularised by Emb-BWC, emb_bwc.py).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, fields
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from deepchem_pintuning.adapters import MPAdapterStack
+from deepchem_pintuning.context_graph import ContextEncoder, LabelEdges
+from deepchem_pintuning.encoder import PretrainedGNN, build_encoder
+
+
+@dataclass
+class PinTuningConfig:
+    """Every setting of Pin-Tuning, with the paper's method as default.
+
+    :meth:`official` returns the behaviour of the official code where it differs from the paper.
+    """
+
+    # encoder
+    encoder: str = "gcn_supervised_contextpred"
+    encoder_path: Optional[str] = None
+    num_layer: int = 5
+    emb_dim: int = 300
+    encoder_dropout: float = 0.1
+    frozen_encoder_train_mode: bool = False  # official: the frozen copy runs in train mode
+    # MP-Adapters
+    adapter_dim: int = 50
+    context_layers: str = "all"              # official: "first"
+    context_projection: str = "dense"        # official: "separate"
+    adapter_layer_norm: bool = True
+    # context graph
+    context_num_layers: int = 2
+    context_edge_hidden: int = 100
+    context_dropout: float = 0.1
+    top_k: Optional[int] = None              # None: n_shot - 1
+    query_aux_offset: int = 0                # official: -1 (inherited off-by-one)
+    # Emb-BWC
+    emb_bwc: str = "identity"                # identity | fisher | embedding_fisher | inner_step | none | frozen
+    emb_bwc_weight: float = 1.0
+    fisher_molecules: int = 2000
+    # episodes and meta-training
+    n_shot: int = 10
+    n_query: int = 16
+    tasks_per_step: int = 5
+    episodes_per_task: int = 2
+    inner_lr: float = 0.5
+    inner_steps: int = 1
+    second_order: bool = True
+    meta_lr: float = 1e-3
+    weight_decay: float = 5e-5
+    grad_clip: float = 1.0
+    contrastive_weight: float = 0.0          # official: 0.05
+    contrastive_temperature: float = 0.08
+    # evaluation
+    eval_query_chunk: int = 128
+    restore_batchnorm_after_eval: bool = True  # official: False (running statistics leak across test tasks)
+
+    @classmethod
+    def official(cls, **overrides) -> "PinTuningConfig":
+        """Settings of the official code (CRIPAC-DIG/Pin-Tuning) where it departs from the paper."""
+        settings = dict(context_layers="first", context_projection="separate", emb_bwc="inner_step",
+                        contrastive_weight=0.05, query_aux_offset=-1, frozen_encoder_train_mode=True,
+                        restore_batchnorm_after_eval=False)
+        settings.update(overrides)
+        return cls(**settings)
+
+    @classmethod
+    def from_dict(cls, values: Dict) -> "PinTuningConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown Pin-Tuning settings: {sorted(unknown)}")
+        return cls(**values)
+
+    def to_dict(self) -> Dict:
+        return asdict(self)
+
+    @property
+    def similarity_top_k(self) -> int:
+        return self.top_k if self.top_k is not None else self.n_shot - 1
+
+
+@dataclass
+class EpisodeInputs:
+    """Tensors of one episode (or of one support + query-chunk graph at evaluation)."""
+
+    graphs: object                 # PyG batch: support molecules first, then query molecules
+    frozen: Optional[torch.Tensor]  # cached frozen-encoder vectors [n_mols, d], or None
+    property_ids: torch.Tensor     # [target, aux...] rows of the property embedding
+    label_edges: LabelEdges
+    n_support: int
+    support_labels: torch.Tensor   # [n_support]
+    query_labels: Optional[torch.Tensor] = None
+
+
+class PinTuning(nn.Module):
+    """The Pin-Tuning network (see the module docstring).
+
+    Parameters
+    ----------
+    config: PinTuningConfig
+    n_properties: int
+        Rows of the property embedding (all properties of the dataset).
+    test_property_ids: sequence of int
+        Rows zeroed at initialisation (properties never seen in meta-training).
+    encoder: PretrainedGNN, optional
+        Pre-built encoder; by default :func:`build_encoder` with ``config.encoder``.
+    """
+
+    def __init__(self, config: PinTuningConfig, n_properties: int,
+                 test_property_ids: Sequence[int] = (), encoder: Optional[PretrainedGNN] = None):
+        super().__init__()
+        self.config = config
+        d = config.emb_dim
+        pretrained = encoder or build_encoder(config.encoder, config.encoder_path, config.num_layer, d,
+                                              config.encoder_dropout)
+        self.frozen_encoder = copy.deepcopy(pretrained)
+        self.frozen_encoder.requires_grad_(False)
+        self.encoder = copy.deepcopy(pretrained)
+        tables = set(self.encoder.embedding_tables())
+        for name, parameter in self.encoder.named_parameters():
+            parameter.requires_grad_(name in tables and config.emb_bwc != "frozen")
+        self.adapters = MPAdapterStack(config.num_layer, d, config.adapter_dim, config.context_layers,
+                                       config.context_projection, config.adapter_layer_norm)
+        self.property_embedding = nn.Embedding(n_properties, d)
+        nn.init.normal_(self.property_embedding.weight)
+        with torch.no_grad():
+            self.property_embedding.weight[list(test_property_ids)] = 0.0
+        self.context = ContextEncoder(d, config.context_num_layers, config.similarity_top_k,
+                                      config.context_edge_hidden, config.context_dropout)
+        self.classifier = nn.Sequential(nn.Linear(4 * d, d), nn.BatchNorm1d(d), nn.ReLU(), nn.Linear(d, 1))
+
+    def train(self, mode: bool = True) -> "PinTuning":
+        super().train(mode)
+        self.frozen_encoder.train(mode and self.config.frozen_encoder_train_mode)
+        return self
+
+    def trainable_parameters(self) -> Dict[str, nn.Parameter]:
+        """Parameters that meta-training and the inner loop update."""
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+    def embedding_table_names(self) -> List[str]:
+        return [f"encoder.{name}" for name in self.encoder.embedding_tables()]
+
+    def frozen_vectors(self, graphs) -> torch.Tensor:
+        with torch.no_grad():
+            return self.frozen_encoder.embed(graphs)
+
+    def forward(self, inputs: EpisodeInputs) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(logits for every molecule, episode vector)``."""
+        graphs = inputs.graphs
+        frozen = inputs.frozen if inputs.frozen is not None else self.frozen_vectors(graphs)
+        n_props = inputs.property_ids.numel()
+        nodes = self.context(self.property_embedding(inputs.property_ids), frozen, inputs.label_edges)
+        prop_context, mol_context = nodes[0], nodes[n_props:]
+        n_atoms = graphs.x.size(0)
+        hook = self.adapters.hook(mol_context[graphs.batch], prop_context.expand(n_atoms, -1))
+        adapted = self.encoder.embed(graphs, hook)
+        features = torch.cat([frozen, mol_context, prop_context.expand_as(frozen), adapted], dim=1)
+        episode_vector = prop_context + torch.sigmoid(mol_context[:inputs.n_support].mean(0))
+        return self.classifier(features).squeeze(-1), episode_vector
+
+    def parameter_summary(self) -> Dict[str, int]:
+        """Parameter counts: frozen, tuned, and per block.
+
+        The frozen copy of the encoder is counted under ``frozen_encoder``; ``encoder_frozen_part``
+        is what stays frozen in the adapted copy (everything but the embedding tables).
+        """
+        def count(module: nn.Module, trainable: Optional[bool] = None) -> int:
+            return sum(p.numel() for p in module.parameters() if trainable is None or p.requires_grad == trainable)
+
+        return {
+            "frozen_encoder": count(self.frozen_encoder),
+            "encoder_embedding_tables": sum(p.numel() for p in self.encoder.embedding_tables().values()),
+            "encoder_frozen_part": count(self.encoder, trainable=False),
+            "adapters": count(self.adapters),
+            "context_encoder": count(self.context),
+            "property_embedding": count(self.property_embedding),
+            "classifier": count(self.classifier),
+            "trainable": count(self, trainable=True),
+            "frozen": count(self, trainable=False),
+        }
