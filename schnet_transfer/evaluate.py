@@ -62,10 +62,17 @@ def predict(
 
 
 def split_errors(
-    run_dir: str | os.PathLike, db: str | os.PathLike, property: str
+    run_dir: str | os.PathLike,
+    db: str | os.PathLike,
+    property: str,
+    split_file: str | os.PathLike | None = None,
 ) -> dict[str, float]:
-    """MAE and RMSE of a run's ``best_model`` on the test indices of its ``split.npz``."""
-    split = np.load(os.path.join(run_dir, "split.npz"))
+    """MAE and RMSE of a run's ``best_model`` on the test indices of its split.
+
+    ``split_file`` defaults to the run's own ``split.npz``; pass the shared file
+    when the run was given ``data.split_file``.
+    """
+    split = np.load(split_file or os.path.join(run_dir, "split.npz"))
     pred, ref = predict(os.path.join(run_dir, "best_model"), db, split["test_idx"], property)
     err = pred - ref
     return {
