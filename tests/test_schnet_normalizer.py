@@ -74,3 +74,29 @@ def test_bad_statistics_are_rejected():
 
     with pytest.raises(ValueError, match="NaN"):
         StandardizeProperty("gap").datamodule(NanStats())
+
+
+def test_linear_calibration_is_fitted_on_the_training_split(tmp_path):
+    from schnet_transfer.calibration import LinearCalibration, fit_linear_calibration
+
+    db = str(ROOT / "data" / "qm9" / "test_qm9.db")  # 20 real QM9 molecules, read only
+    dm = AtomsDataModule(db, batch_size=5, num_train=12, num_val=4, num_test=4,
+                         split_file=str(tmp_path / "split.npz"), num_workers=0,
+                         load_properties=["gap", "lumo"])
+    dm.setup()
+    calibrate = LinearCalibration("gap", cheap_property="lumo")
+    calibrate.datamodule(dm)
+    data = ASEAtomsData(db)
+    lumo = np.array([float(data[i]["lumo"][0]) for i in range(20)])
+    gap = np.array([float(data[i]["gap"][0]) for i in range(20)])
+    train = np.asarray(dm.train_idx)
+    slope, intercept = np.polyfit(lumo[train], gap[train], 1)
+    assert float(calibrate.slope) == pytest.approx(slope, rel=1e-9)
+    assert float(calibrate.intercept) == pytest.approx(intercept, rel=1e-9, abs=1e-12)
+    assert float(calibrate.slope) != pytest.approx(np.polyfit(lumo, gap, 1)[0], rel=1e-6)
+    out = calibrate({"lumo": torch.tensor(lumo)})["gap"].numpy()
+    assert np.allclose(out, slope * lumo + intercept)
+    with pytest.raises(ValueError, match="constant"):
+        fit_linear_calibration(np.ones(3), np.arange(3.0))
+    with pytest.raises(KeyError, match="lacks"):
+        LinearCalibration("gap", cheap_property="xtb_gap").datamodule(dm)
