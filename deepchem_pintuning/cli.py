@@ -1,7 +1,11 @@
 """Command line interface: ``pintuning <command> ...``.
 
-``pintuning summary --dataset tox21 --shots 10`` prints the few-shot view of a dataset: properties
-with their split and label counts, molecules skipped at featurization, and a few sampled episodes.
+* ``pintuning summary --dataset tox21 --shots 10``: the few-shot view of a dataset (properties with
+  their split and label counts, molecules skipped at featurization, sampled episodes).
+* ``pintuning train --dataset tox21 --steps 20 --model-dir runs/tox21``: meta-train Pin-Tuning and
+  print the ROC-AUC on the meta-test properties.
+* ``pintuning predict --model-dir runs/tox21 --support assay.csv --library library.csv --out scores.csv``:
+  score a library for a new assay from its labelled support set (CSV columns ``smiles,label``).
 """
 from __future__ import annotations
 
@@ -37,6 +41,70 @@ def _summary(args: argparse.Namespace) -> None:
               f"({int(ep.query_labels.sum())} active, {np.mean(ep.query_labels):.1%})")
 
 
+def _train(args: argparse.Namespace) -> None:
+    import torch
+
+    from deepchem_pintuning.model import PinTuningModel
+    from deepchem_pintuning.pintuning import published_hyperparameters
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_fewshot(args.dataset, data_dir=args.data_dir)
+    settings = published_hyperparameters(args.dataset, args.shots)
+    settings.update({k: v for k, v in (("inner_lr", args.inner_lr), ("meta_lr", args.meta_lr),
+                                       ("emb_bwc_weight", args.emb_bwc_weight)) if v is not None})
+    model = PinTuningModel.for_dataset(data, protocol=args.protocol, encoder=args.encoder,
+                                       encoder_path=args.encoder_path, model_dir=args.model_dir,
+                                       seed=args.seed, **settings)
+    summary = model.parameter_summary()
+    print(f"Pin-Tuning on {data.name} ({args.shots}-shot, protocol {args.protocol}, encoder {args.encoder}): "
+          f"{summary['trainable']:,} tuned / {summary['frozen']:,} frozen parameters")
+    history = model.fit(data, steps=args.steps, seed=args.seed)
+    losses = [h["loss"] for h in history if "loss" in h]
+    if losses:
+        print(f"meta-training loss: first step {losses[0]:.4f}, last step {losses[-1]:.4f}")
+    scores = model.evaluate_fewshot(data, seed=args.seed)
+    for task, task_scores in scores["per_task"].items():
+        print(f"  {task:<32} ROC-AUC {task_scores['roc_auc']:.4f}  PR-AUC {task_scores['pr_auc']:.4f}")
+    print(f"mean over {len(scores['per_task'])} meta-test properties: ROC-AUC {scores['roc_auc']:.4f}  "
+          f"PR-AUC {scores['pr_auc']:.4f}")
+    print(f"model saved in {model.model_dir}")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from deepchem_pintuning.model import PinTuningModel
+
+    support = pd.read_csv(args.support)
+    library = pd.read_csv(args.library)
+    for frame, path, columns in ((support, args.support, ("smiles", "label")), (library, args.library, ("smiles",))):
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise SystemExit(f"{path} lacks the column(s) {missing}; found {list(frame.columns)}")
+    model = PinTuningModel.load(args.model_dir)
+    scores = model.predict_smiles(support["smiles"].astype(str).tolist(), support["label"].tolist(),
+                                  library["smiles"].astype(str).tolist(), seed=args.seed)
+    library["score"] = scores
+    library.to_csv(args.out, index=False)
+    print(f"scored {int(np.isfinite(scores).sum())} of {len(library)} molecules "
+          f"({int(np.isnan(scores).sum())} could not be featurized, score left empty) -> {args.out}")
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    import torch
+    from deepchem_pintuning.pretrain import PretrainConfig, pretrain
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    config = PretrainConfig(objective=args.objective, molecules=args.molecules, epochs=args.epochs,
+                            batch_size=args.batch_size, lr=args.lr, seed=args.seed, mask_edge=args.mask_edge,
+                            log_every=args.log_every, checkpoint_every=args.checkpoint_every,
+                            molecule_file=args.molecule_file)
+    run = pretrain(config, args.out, resume=args.resume)
+    print(f"{run.step} steps in {run.settings['wall_seconds']:.0f} s "
+          f"({run.settings['molecules_per_s']:.1f} molecules/s); encoder checkpoint: {args.out}/encoder.pth")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pintuning", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -49,6 +117,46 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--episodes", type=int, default=5, help="training episodes to draw")
     summary.add_argument("--seed", type=int, default=0)
     summary.set_defaults(run=_summary)
+
+    pre = commands.add_parser("pretrain", help="self-supervised GIN pre-training on the shipped MOSES SMILES")
+    pre.add_argument("--objective", default="attrmask", choices=["attrmask", "contextpred", "both"])
+    pre.add_argument("--molecules", type=int, default=None, help="use the first N rows (default: all)")
+    pre.add_argument("--epochs", type=int, default=1)
+    pre.add_argument("--out", required=True, help="output folder (encoder.pth, resume.pt, log, settings)")
+    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--resume", action="store_true", help="continue from OUT/resume.pt")
+    pre.add_argument("--batch-size", type=int, default=256)
+    pre.add_argument("--lr", type=float, default=1e-3)
+    pre.add_argument("--mask-edge", action="store_true", help="attrmask: also mask and predict bond types")
+    pre.add_argument("--log-every", type=int, default=10, help="steps per training-log row")
+    pre.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    pre.add_argument("--molecule-file", default=None, help="CSV with a SMILES column (default: shipped MOSES)")
+    pre.add_argument("--threads", type=int, default=1, help="CPU threads; 0 = PyTorch default")
+    pre.set_defaults(run=_pretrain)
+
+    train = commands.add_parser("train", help="meta-train Pin-Tuning and evaluate on the meta-test properties")
+    train.add_argument("--dataset", default="tox21", choices=DATASETS)
+    train.add_argument("--data-dir", default=None)
+    train.add_argument("--protocol", default="paper", choices=["paper", "official"])
+    train.add_argument("--encoder", default="gcn_supervised_contextpred")
+    train.add_argument("--encoder-path", default=None, help="checkpoint file for encoders that are not shipped")
+    train.add_argument("--shots", type=int, default=10)
+    train.add_argument("--steps", type=int, default=2000, help="outer steps (paper: 2000)")
+    train.add_argument("--inner-lr", type=float, default=None, help="default: the published setting")
+    train.add_argument("--meta-lr", type=float, default=None, help="default: the published setting")
+    train.add_argument("--emb-bwc-weight", type=float, default=None, help="default: the published setting")
+    train.add_argument("--model-dir", default=None)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    train.set_defaults(run=_train)
+
+    predict = commands.add_parser("predict", help="score a library for a new assay given its support set")
+    predict.add_argument("--model-dir", required=True)
+    predict.add_argument("--support", required=True, help="CSV with columns smiles,label (0/1)")
+    predict.add_argument("--library", required=True, help="CSV with a smiles column")
+    predict.add_argument("--out", required=True)
+    predict.add_argument("--seed", type=int, default=0)
+    predict.set_defaults(run=_predict)
     return parser
 
 

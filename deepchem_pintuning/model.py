@@ -1,8 +1,10 @@
 """``PinTuningModel``: the DeepChem model class around the :class:`PinTuning` network."""
 from __future__ import annotations
 
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import deepchem as dc
@@ -21,6 +23,7 @@ from deepchem_pintuning.pintuning import PinTuning, PinTuningConfig
 
 logger = logging.getLogger(__name__)
 
+CONFIG_FILE = "pintuning_config.json"
 DEFAULT_METRICS = (dc.metrics.Metric(dc.metrics.roc_auc_score, name="roc_auc"),
                    dc.metrics.Metric(dc.metrics.prc_auc_score, name="pr_auc"))
 
@@ -174,7 +177,7 @@ class PinTuningModel(TorchModel):
             if eval_every and (step + 1) % eval_every == 0:
                 scores = self.evaluate_fewshot(data, seed=eval_seed, tasks=eval_tasks)
                 self.history.append({"step": self._global_step, "eval_roc_auc": scores["roc_auc"],
-                                     "eval_pr_auc": scores["pr_auc"]})
+                                     "eval_pr_auc": scores["pr_auc"], "eval_per_task": scores["per_task"]})
             if checkpoint_interval and (step + 1) % checkpoint_interval == 0:
                 self.save_checkpoint()
         if steps:
@@ -204,14 +207,35 @@ class PinTuningModel(TorchModel):
         """Probability of activity of ``query_smiles`` on a new assay given its labelled support set.
 
         The new assay's molecules carry no labels on the meta-training properties, so their label
-        edges in the context graph are all "missing". Raises ``ValueError`` for a support set with
-        fewer than two molecules of each class, and for SMILES that cannot be featurized.
+        edges in the context graph are all "missing". SMILES that cannot be featurized are skipped
+        and logged (their score is NaN). Raises ``ValueError`` when fewer than two actives or two
+        inactives remain in the support set.
         """
         from deepchem_pintuning.user_assay import build_user_episode
-        data, episode = build_user_episode(support_smiles, support_labels, query_smiles, self.n_tasks,
-                                           self.test_task_ids)
+        data, episode, kept = build_user_episode(support_smiles, support_labels, query_smiles, self.n_tasks,
+                                                 self.test_task_ids)
         self._ensure_built()
-        return predict_episode(self.model, data, episode, None, seed, self.device)
+        scores = np.full(len(query_smiles), np.nan)
+        scores[kept] = predict_episode(self.model, data, episode, None, seed, self.device)
+        return scores
+
+    def save_checkpoint(self, max_checkpoints_to_keep: int = 5, model_dir: Optional[str] = None) -> None:
+        """Save the weights (DeepChem checkpoint) and the settings needed by :meth:`load`."""
+        super().save_checkpoint(max_checkpoints_to_keep, model_dir)
+        settings = {"n_tasks": self.n_tasks, "test_task_ids": self.test_task_ids, "config": self.config.to_dict()}
+        Path(model_dir or self.model_dir, CONFIG_FILE).write_text(json.dumps(settings, indent=1))
+
+    @classmethod
+    def load(cls, model_dir: str, device: Optional[torch.device] = None) -> "PinTuningModel":
+        """Rebuild a model saved by :meth:`save_checkpoint` (or :meth:`fit`) and restore its weights."""
+        path = Path(model_dir, CONFIG_FILE)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: {model_dir} is not a saved PinTuningModel")
+        settings = json.loads(path.read_text())
+        model = cls(settings["n_tasks"], settings["test_task_ids"],
+                    config=PinTuningConfig.from_dict(settings["config"]), model_dir=model_dir, device=device)
+        model.restore()
+        return model
 
     def parameter_summary(self) -> Dict[str, int]:
         """Frozen and tuned parameter counts, per block."""

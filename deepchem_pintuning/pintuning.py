@@ -97,6 +97,21 @@ class PinTuningConfig:
         return self.top_k if self.top_k is not None else self.n_shot - 1
 
 
+def published_hyperparameters(dataset: str, n_shot: int) -> Dict:
+    """Per-dataset settings of the official run scripts (everything else uses the defaults).
+
+    Examples
+    --------
+    >>> published_hyperparameters("tox21", 10)
+    {'n_shot': 10, 'inner_lr': 0.05, 'meta_lr': 0.0001, 'emb_bwc_weight': 0.1}
+    >>> published_hyperparameters("sider", 5)
+    {'n_shot': 5, 'inner_lr': 0.5, 'meta_lr': 0.001, 'emb_bwc_weight': 1.0}
+    """
+    tox21 = dataset == "tox21"
+    return {"n_shot": n_shot, "inner_lr": 0.05 if tox21 else 0.5, "meta_lr": 1e-4 if tox21 else 1e-3,
+            "emb_bwc_weight": 0.1 if dataset in ("tox21", "pcba") and n_shot == 10 else 1.0}
+
+
 @dataclass
 class EpisodeInputs:
     """Tensors of one episode (or of one support + query-chunk graph at evaluation)."""

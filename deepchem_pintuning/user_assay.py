@@ -1,6 +1,7 @@
 """A user's own assay as a Pin-Tuning episode: labelled support SMILES + query SMILES."""
 from __future__ import annotations
 
+import logging
 from typing import List, Sequence, Tuple
 
 import deepchem as dc
@@ -10,59 +11,72 @@ from deepchem_pintuning.data import FewShotDataset
 from deepchem_pintuning.episodes import Episode
 from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
 
+logger = logging.getLogger(__name__)
+
 MIN_PER_CLASS = 2
 
 
-def _featurize(smiles: Sequence[str], role: str, featurizer: PretrainGNNFeaturizer) -> List:
-    graphs = []
-    for s in smiles:
+def featurize_or_skip(smiles: Sequence[str], role: str) -> Tuple[List, List[int], List[Tuple[str, str]]]:
+    """Featurize ``smiles``; return the graphs, the positions kept, and ``(smiles, reason)`` of the skipped."""
+    featurizer = PretrainGNNFeaturizer()
+    graphs, kept, skipped = [], [], []
+    for position, s in enumerate(smiles):
         reason = featurizer.explain_failure(s)
-        if reason is not None:
-            raise ValueError(f"{role} molecule {s!r} cannot be featurized: {reason}")
-        graphs.append(featurizer.featurize([s])[0])
-    return graphs
+        if reason is None:
+            graphs.append(featurizer.featurize([s])[0])
+            kept.append(position)
+        else:
+            skipped.append((s, reason))
+    if skipped:
+        logger.warning("%s: skipped %d of %d molecules that cannot be featurized, e.g. %r (%s)",
+                       role, len(skipped), len(smiles), skipped[0][0], skipped[0][1])
+    return graphs, kept, skipped
 
 
 def build_user_episode(support_smiles: Sequence[str], support_labels: Sequence[float],
                        query_smiles: Sequence[str], n_tasks: int,
-                       test_task_ids: Sequence[int]) -> Tuple[FewShotDataset, Episode]:
+                       test_task_ids: Sequence[int]) -> Tuple[FewShotDataset, Episode, List[int]]:
     """Wrap a new assay as a one-episode dataset for a model trained on ``n_tasks`` properties.
 
     The new assay is property ``n_tasks`` (the model's spare, zero-initialised property row); the
     model's meta-training properties are the auxiliary properties, all with missing labels.
+    Molecules that cannot be featurized are skipped and logged; the third value lists the
+    positions in ``query_smiles`` of the query molecules kept.
 
     Examples
     --------
-    >>> data, ep = build_user_episode(["CCO", "CCN", "CCC", "CCCl"], [1, 1, 0, 0], ["CCBr"], 3, [2])
-    >>> ep.task_index, ep.aux_task_indices.tolist(), ep.query.tolist()
-    (3, [0, 1], [4])
+    >>> data, ep, kept = build_user_episode(["CCO", "CCN", "CCC", "CCCl"], [1, 1, 0, 0], ["CCBr", "C1C"], 3, [2])
+    >>> ep.task_index, ep.aux_task_indices.tolist(), ep.query.tolist(), kept
+    (3, [0, 1], [4], [0])
     """
     labels = np.asarray(support_labels, dtype=np.float64)
     if len(labels) != len(support_smiles):
         raise ValueError(f"{len(support_smiles)} support SMILES but {len(labels)} labels")
     if np.isnan(labels).any() or not np.isin(labels, (0.0, 1.0)).all():
         raise ValueError("support labels must be 0 (inactive) or 1 (active), without missing values")
+    support_graphs, support_kept, _ = featurize_or_skip(support_smiles, "support")
+    query_graphs, query_kept, _ = featurize_or_skip(query_smiles, "query")
+    labels = labels[support_kept]
     n_active, n_inactive = int(labels.sum()), int((labels == 0).sum())
     if n_active < MIN_PER_CLASS or n_inactive < MIN_PER_CLASS:
         raise ValueError(f"the support set needs at least {MIN_PER_CLASS} actives and {MIN_PER_CLASS} "
                          f"inactives; got {n_active} actives and {n_inactive} inactives")
-    if len(query_smiles) == 0:
-        raise ValueError("no query molecules to score")
-    featurizer = PretrainGNNFeaturizer()
-    graphs = _featurize(support_smiles, "support", featurizer) + _featurize(query_smiles, "query", featurizer)
-    n_support = len(support_smiles)
+    if not query_graphs:
+        raise ValueError("no query molecule to score")
+    graphs = support_graphs + query_graphs
+    n_support = len(support_graphs)
     y = np.zeros((len(graphs), n_tasks + 1))
     w = np.zeros_like(y)
     y[:n_support, n_tasks], w[:n_support, n_tasks] = labels, 1.0
     tasks = [f"property_{i}" for i in range(n_tasks)] + ["user_assay"]
-    dataset = dc.data.NumpyDataset(np.array(graphs, dtype=object), y, w,
-                                   ids=np.array(list(support_smiles) + list(query_smiles)))
+    ids = [support_smiles[i] for i in support_kept] + [query_smiles[i] for i in query_kept]
+    dataset = dc.data.NumpyDataset(np.array(graphs, dtype=object), y, w, ids=np.array(ids))
     train_tasks = [t for i, t in enumerate(tasks[:-1]) if i not in set(test_task_ids)]
     data = FewShotDataset("user_assay", dataset, tasks, train_tasks, ["user_assay"])
     support = np.arange(n_support)
     episode = Episode(task="user_assay", task_index=n_tasks, support=support,
                       support_labels=labels.astype(np.float32),
                       query=np.arange(n_support, len(graphs)),
-                      query_labels=np.full(len(query_smiles), np.nan, dtype=np.float32),
+                      query_labels=np.full(len(query_graphs), np.nan, dtype=np.float32),
                       aux_task_indices=np.array([data.task_index(t) for t in train_tasks], dtype=np.int64))
-    return data, episode
+    return data, episode, query_kept

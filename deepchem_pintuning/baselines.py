@@ -1,0 +1,189 @@
+"""Few-shot baselines on the same episodes and metrics as Pin-Tuning.
+
+* ``frozen``: the pre-trained encoder, frozen; a logistic-regression classifier is fitted on the
+  2K support vectors of each test property (no meta-training).
+* ``finetune``: the whole pre-trained encoder plus a linear head fine-tuned on the support set of
+  each test property (``finetune_steps`` Adam steps; no meta-training).
+* ``protonet``: the pre-trained encoder meta-trained with the prototypical loss on the training
+  properties (``meta_steps`` episodes); test molecules are scored by their distance to the two
+  class prototypes of the support set.
+* ``maml``: the pre-trained encoder plus a linear head meta-trained with DeepChem's torch MAML
+  (``deepchem.metalearning.torch_maml.MAML``, second order, one inner step) through
+  :class:`EpisodicMetaLearner`, adapted on each test support set with the same inner step.
+
+All use :func:`evaluation_episodes`, so for a given seed they see the support sets Pin-Tuning sees.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Dict, List, Sequence
+
+import deepchem as dc
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from torch import nn
+from torch.func import functional_call
+
+from deepchem_pintuning.batching import collate_graphs
+from deepchem_pintuning.data import FewShotDataset
+from deepchem_pintuning.encoder import PretrainedGNN, build_encoder
+from deepchem_pintuning.episodes import Episode, EpisodeSampler, evaluation_episodes
+from deepchem_pintuning.metalearning import EpisodicMetaLearner
+
+BASELINES = ("frozen", "finetune", "protonet", "maml")
+METRICS = (dc.metrics.Metric(dc.metrics.roc_auc_score, name="roc_auc"),
+           dc.metrics.Metric(dc.metrics.prc_auc_score, name="pr_auc"))
+
+
+def _embed(encoder: PretrainedGNN, data: FewShotDataset, indices: Sequence[int], chunk: int = 256) -> torch.Tensor:
+    return torch.cat([encoder.embed(collate_graphs([data.graphs[i] for i in indices[s:s + chunk]]))
+                      for s in range(0, len(indices), chunk)])
+
+
+class GraphClassifier(nn.Module):
+    """Encoder + linear head producing one logit per molecule."""
+
+    def __init__(self, encoder: PretrainedGNN):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.emb_dim, 1)
+
+    def forward(self, graphs) -> torch.Tensor:
+        return self.head(self.encoder.embed(graphs)).squeeze(-1)
+
+
+class GNNMetaLearner(EpisodicMetaLearner):
+    """:class:`EpisodicMetaLearner` around a :class:`GraphClassifier`, for DeepChem's torch MAML."""
+
+    def __init__(self, sampler: EpisodeSampler, model: GraphClassifier, **kwargs):
+        super().__init__(sampler, **kwargs)
+        self.model = model
+        self.names = [n for n, _ in model.named_parameters()]
+
+    def compute_model(self, inputs, variables, training):
+        graphs, labels = inputs
+        self.model.train(training)
+        logits = functional_call(self.model, dict(zip(self.names, variables)), (graphs,))
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels), [logits]
+
+    @property
+    def variables(self) -> List[torch.Tensor]:
+        return list(self.model.parameters())
+
+    def parameters(self):
+        return self.model.parameters()
+
+
+def _scores(episode: Episode, probabilities: np.ndarray) -> Dict[str, float]:
+    return {m.name: float(m.compute_metric(episode.query_labels, probabilities)) for m in METRICS}
+
+
+def _frozen(encoder, data, episode, **_) -> np.ndarray:
+    with torch.no_grad():
+        support, query = _embed(encoder, data, episode.support), _embed(encoder, data, episode.query)
+    clf = LogisticRegression(max_iter=1000).fit(support.numpy(), episode.support_labels)
+    return clf.predict_proba(query.numpy())[:, 1]
+
+
+def _finetune(encoder, data, episode, finetune_steps: int = 50, lr: float = 1e-3, **_) -> np.ndarray:
+    model = GraphClassifier(copy.deepcopy(encoder))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    graphs = collate_graphs([data.graphs[i] for i in episode.support])
+    labels = torch.as_tensor(episode.support_labels)
+    model.train()
+    for _ in range(finetune_steps):
+        optimizer.zero_grad()
+        nn.functional.binary_cross_entropy_with_logits(model(graphs), labels).backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        return torch.sigmoid(model.head(_embed(model.encoder, data, episode.query))).squeeze(-1).numpy()
+
+
+def _prototype_logits(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """Log-odds of "active" from squared distances to the inactive and active prototypes."""
+    prototypes = torch.stack([support[labels < 0.5].mean(0), support[labels > 0.5].mean(0)])
+    distances = torch.cdist(query, prototypes).pow(2)
+    return distances[:, 0] - distances[:, 1]
+
+
+def _meta_train_protonet(encoder, data, n_shot, seed, meta_steps: int = 100, lr: float = 1e-4, **_):
+    encoder = copy.deepcopy(encoder)
+    sampler = EpisodeSampler(data, n_shot, seed=seed)
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=lr)
+    encoder.train()
+    for _ in range(meta_steps):
+        episode = sampler.sample()
+        vectors = encoder.embed(collate_graphs([data.graphs[i] for i in np.concatenate([episode.support, episode.query])]))
+        logits = _prototype_logits(vectors[:len(episode.support)], torch.as_tensor(episode.support_labels),
+                                   vectors[len(episode.support):])
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, torch.as_tensor(episode.query_labels))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return encoder.eval()
+
+
+def _protonet(encoder, data, episode, **_) -> np.ndarray:
+    with torch.no_grad():
+        support, query = _embed(encoder, data, episode.support), _embed(encoder, data, episode.query)
+        return torch.sigmoid(_prototype_logits(support, torch.as_tensor(episode.support_labels), query)).numpy()
+
+
+def _meta_train_maml(encoder, data, n_shot, seed, meta_steps: int = 50, inner_lr: float = 0.05,
+                     meta_batch_size: int = 5, lr: float = 1e-4, **_):
+    from deepchem.metalearning.torch_maml import MAML
+    torch.manual_seed(seed)
+    learner = GNNMetaLearner(EpisodeSampler(data, n_shot, seed=seed), GraphClassifier(copy.deepcopy(encoder)))
+    maml = MAML(learner, learning_rate=inner_lr, optimization_steps=1, meta_batch_size=meta_batch_size,
+                optimizer=dc.models.optimizers.Adam(learning_rate=lr))
+    maml.fit(meta_steps)
+    learner.inner_lr = inner_lr
+    return learner
+
+
+def _maml(learner: GNNMetaLearner, data, episode, **_) -> np.ndarray:
+    graphs = collate_graphs([data.graphs[i] for i in episode.support])
+    loss, _ = learner.compute_model([graphs, torch.as_tensor(episode.support_labels)], learner.variables, True)
+    grads = torch.autograd.grad(loss, learner.variables)
+    fast = [v - learner.inner_lr * g for v, g in zip(learner.variables, grads)]
+    learner.model.eval()
+    with torch.no_grad():
+        probabilities = []
+        for start in range(0, len(episode.query), 256):
+            chunk = collate_graphs([data.graphs[i] for i in episode.query[start:start + 256]])
+            logits = functional_call(learner.model, dict(zip(learner.names, fast)), (chunk,))
+            probabilities.append(torch.sigmoid(logits).numpy())
+    return np.concatenate(probabilities)
+
+
+def evaluate_baseline(method: str, data: FewShotDataset, n_shot: int = 10, seed: int = 0,
+                      encoder: str = "gcn_supervised_contextpred", **options) -> Dict:
+    """Mean ROC-AUC / PR-AUC over the meta-test properties for one baseline and seed.
+
+    Examples
+    --------
+    >>> from deepchem_pintuning.data import load_fewshot
+    >>> scores = evaluate_baseline("frozen", load_fewshot("toxcast-CLD"), n_shot=5, seed=0)
+    >>> 0.0 <= scores["roc_auc"] <= 1.0, len(scores["per_task"])
+    (True, 5)
+    """
+    if method not in BASELINES:
+        raise ValueError(f"unknown baseline {method!r}; choose one of {BASELINES}")
+    torch.manual_seed(seed)
+    model = build_encoder(encoder).eval()
+    n_encoder, n_head = sum(p.numel() for p in model.parameters()), model.emb_dim + 1
+    trainable = {"frozen": n_head, "finetune": n_encoder + n_head, "protonet": n_encoder,
+                 "maml": n_encoder + n_head}[method]
+    if method == "protonet":
+        model = _meta_train_protonet(model, data, n_shot, seed, **options)
+    elif method == "maml":
+        model = _meta_train_maml(model, data, n_shot, seed, **options)
+    predict = {"frozen": _frozen, "finetune": _finetune, "protonet": _protonet, "maml": _maml}[method]
+    per_task = {ep.task: _scores(ep, predict(model, data, ep, **options))
+                for ep in evaluation_episodes(data, n_shot, seed)}
+    result: Dict = {m.name: float(np.mean([s[m.name] for s in per_task.values()])) for m in METRICS}
+    result["per_task"] = per_task
+    result["trainable_parameters"] = trainable
+    return result

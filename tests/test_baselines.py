@@ -1,0 +1,25 @@
+"""Baselines run on the same fixed episodes as Pin-Tuning and learn something on real data."""
+import pytest
+
+from deepchem_pintuning.baselines import BASELINES, evaluate_baseline
+
+
+@pytest.mark.parametrize("method, options", [
+    ("frozen", {}), ("finetune", {"finetune_steps": 5}), ("protonet", {"meta_steps": 5}), ("maml", {"meta_steps": 2}),
+])
+def test_baseline_scores_every_test_property(cld, method, options):
+    scores = evaluate_baseline(method, cld, n_shot=5, seed=0, **options)
+    assert set(scores["per_task"]) == set(cld.test_tasks)
+    assert all(0.0 <= s["roc_auc"] <= 1.0 for s in scores["per_task"].values())
+    assert scores["trainable_parameters"] > 0
+
+
+def test_frozen_pretrained_encoder_beats_chance_on_tox21(tox21):
+    scores = [evaluate_baseline("frozen", tox21, n_shot=10, seed=s)["roc_auc"] for s in (0, 1)]
+    assert min(scores) > 0.6, scores
+
+
+def test_unknown_baseline():
+    with pytest.raises(ValueError, match="frozen"):
+        evaluate_baseline("knn", None)
+    assert len(BASELINES) == 4
