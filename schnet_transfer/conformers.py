@@ -72,8 +72,11 @@ def elements_of_smiles(smiles: str) -> set[str]:
     >>> sorted(elements_of_smiles("CS(=O)C"))
     ['C', 'H', 'O', 'S']
     """
-    mol = Chem.AddHs(_parse(smiles))
-    return {atom.GetSymbol() for atom in mol.GetAtoms()}
+    mol = _parse(smiles)
+    symbols = {atom.GetSymbol() for atom in mol.GetAtoms()}
+    if any(atom.GetTotalNumHs() for atom in mol.GetAtoms()):
+        symbols.add("H")
+    return symbols
 
 
 def _from_rdkit(mol: Chem.Mol) -> Structure:
