@@ -131,3 +131,14 @@ def test_cli_label_structure_files(tmp_path):
     again = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     assert again["skipped"] == 3 and again["labelled"] == 0
     assert len(ASEAtomsData(str(out))) == summary["labelled"]
+
+
+def test_xtb_optimisation_lowers_the_energy():
+    from schnet_transfer.xtb_labels import optimize_geometry, xtb_labels
+
+    s = embed_smiles("CC(=O)N", seed=0)  # acetamide, MMFF geometry
+    settings = XtbSettings(optimize=True)
+    relaxed = optimize_geometry(s.numbers, s.positions, s.charge, settings)
+    before = xtb_labels(s.numbers, s.positions, settings)["energy"]
+    after = xtb_labels(s.numbers, relaxed, settings)["energy"]
+    assert after < before and not np.allclose(relaxed, s.positions)
