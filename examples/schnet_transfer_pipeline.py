@@ -18,7 +18,9 @@ Small-budget example (about 30 minutes on 2 CPU cores)::
         --results benchmarks/results/schnet_transfer_hopv
 
 Everything (labels, runs, logs) goes to ``--work-dir``; nothing is written to ``data/``.
-A rerun with the same ``--work-dir`` reuses finished labels and runs.
+A rerun with the same ``--work-dir`` reuses finished labels and runs (a run counts as
+finished when ``spktrain`` wrote ``best_model.task`` at its end; an interrupted run is
+continued by ``spktrain`` from its ``last.ckpt``).
 """
 
 from __future__ import annotations
@@ -191,11 +193,11 @@ def main(argv=None) -> dict:
     if not target_db.exists():
         target["convert"](target["source"], target_db)
 
-    # 3. pre-training (skipped when its best model exists)
+    # 3. pre-training (skipped when finished)
     model = [f"model.representation.n_atom_basis={args.n_atom_basis}",
              f"model.representation.n_interactions={args.n_interactions}",
              f"globals.aggregation={target['aggregation']}"]
-    if not (work / "runs" / f"pretrain_xtb_{prop}" / "best_model").exists():
+    if not (work / "runs" / f"pretrain_xtb_{prop}" / "best_model.task").exists():
         timings["pretrain_s"] = spktrain(work, work / "logs", f"pretrain_xtb_{prop}", [
             "experiment=pretrain_xtb", f"globals.dataset={pretrain_db}",
             f"globals.property={prop}", f"trainer.max_epochs={args.pretrain_epochs}", *model])
@@ -213,7 +215,7 @@ def main(argv=None) -> dict:
         maes = {}
         for name, overrides in PAINN_VARIANTS.items():
             run_id = f"{name}_{exp}_seed{seed}"
-            if not (work / "runs" / run_id / "best_model").exists():
+            if not (work / "runs" / run_id / "best_model.task").exists():
                 timings[run_id + "_s"] = spktrain(work, work / "logs", run_id, [
                     *[o.format(exp=exp) for o in overrides], f"seed={seed}",
                     f"trainer.max_epochs={args.epochs}", *sizes, *model])
