@@ -107,11 +107,27 @@ def open_label_db(path: str, settings: XtbSettings) -> ASEAtomsData:
     return data
 
 
+_NAME_PREFIX = "name:"
+
+
+def _encode_name(name: str) -> str:
+    """ASE refuses key-value strings that parse as numbers (ids like ``00001``): prefix them."""
+    try:
+        float(name)
+    except ValueError:
+        return name
+    return _NAME_PREFIX + name
+
+
+def _decode_name(stored: str) -> str:
+    return stored[len(_NAME_PREFIX):] if stored.startswith(_NAME_PREFIX) else stored
+
+
 def _finished(data: ASEAtomsData) -> dict[int, str]:
     """Input index -> name of every molecule already labelled or failed."""
     done = {int(k): v["name"] for k, v in data.metadata["failures"].items()}
     for row in data.conn.select(include_data=False):
-        done[int(row.input_index)] = row.name
+        done[int(row.input_index)] = _decode_name(row.name)
     return done
 
 
@@ -131,7 +147,7 @@ def _store(data: ASEAtomsData, result: dict[str, Any]) -> None:
             Atoms(numbers=result["numbers"], positions=result["positions"]),
             atoms_metadata={
                 "input_index": result["index"],
-                "name": result["name"],
+                "name": _encode_name(result["name"]),
                 "smiles": result["smiles"] or "",
                 "charge": int(result["charge"]),
             },

@@ -142,3 +142,14 @@ def test_xtb_optimisation_lowers_the_energy():
     before = xtb_labels(s.numbers, s.positions, settings)["energy"]
     after = xtb_labels(s.numbers, relaxed, settings)["energy"]
     assert after < before and not np.allclose(relaxed, s.positions)
+
+
+def test_numeric_names_are_stored_and_resumed(tmp_path):
+    items = [MoleculeInput(0, "00001", smiles="CCO"), MoleculeInput(1, "2.5", smiles="CC")]
+    db = str(tmp_path / "numeric.db")
+    first = label_molecules(items, db, XtbSettings(), n_workers=1, processes=False, progress=False)
+    again = label_molecules(items, db, XtbSettings(), n_workers=1, processes=False, progress=False)
+    assert (first.labelled, again.skipped, again.labelled) == (2, 2, 0)
+    with pytest.raises(ValueError, match="inputs changed"):
+        label_molecules([MoleculeInput(0, "00002", smiles="CCO")], db, XtbSettings(),
+                        processes=False, progress=False)
