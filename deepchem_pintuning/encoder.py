@@ -177,6 +177,7 @@ def load_pretrained_weights(model: PretrainedGNN, path: Union[str, Path]) -> Pre
 PRETRAINED_ENCODERS: Dict[str, tuple] = {
     "gcn_supervised_contextpred": ("gcn", "pretrain_gnns/gcn_supervised_contextpred.pth"),
     "gin_supervised_contextpred": ("gin", None),
+    "gin_attrmask_contextpred_offline": ("gin", "pretrain_gnns/gin_attrmask_contextpred_offline.pth"),
     "gin_scratch": ("gin", None),
     "gcn_scratch": ("gcn", None),
 }

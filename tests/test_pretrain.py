@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from torch_geometric.data import Batch
 
 from deepchem_pintuning.cli import main
 from deepchem_pintuning.encoder import PretrainedGNN, build_encoder, load_pretrained_weights
@@ -74,7 +75,7 @@ def test_checkpoint_is_a_plain_encoder_state_dict(molecules, tmp_path):
     state = torch.load(tmp_path / "encoder.pth", weights_only=True)
     assert set(state) == set(PretrainedGNN("gin", num_layer=2, emb_dim=32).state_dict())
     loaded = load_pretrained_weights(PretrainedGNN("gin", num_layer=2, emb_dim=32), tmp_path / "encoder.pth")
-    batch = __import__("torch_geometric").data.Batch.from_data_list(held_out)
+    batch = Batch.from_data_list(held_out)
     with torch.no_grad():
         assert torch.allclose(loaded.eval().embed(batch), run.encoder.eval().embed(batch))
 
@@ -120,5 +121,14 @@ def test_cli_pretrain_and_resume(tmp_path, capsys):
     assert main(args) == 0
     assert main(args + ["--epochs", "2", "--resume"]) == 0
     assert "4 steps" in capsys.readouterr().out
-    assert build_encoder("gin_scratch") is not None
     load_pretrained_weights(PretrainedGNN("gin"), tmp_path / "encoder.pth")
+
+
+def test_shipped_offline_gin_loads_by_name():
+    gnn = build_encoder("gin_attrmask_contextpred_offline").eval()
+    assert gnn.gnn_type == "gin" and sum(p.numel() for p in gnn.parameters()) == 1_857_900
+    scratch = build_encoder("gin_scratch")
+    assert not torch.allclose(gnn.x_embedding1.weight, scratch.x_embedding1.weight)
+    batch = Batch.from_data_list(load_molecule_graphs(molecules=4)[0])
+    with torch.no_grad():
+        assert torch.isfinite(gnn.embed(batch)).all()
