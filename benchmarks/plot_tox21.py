@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/plot_tox21.py  # reads benchmarks/results/{pintuning,baselines}_tox21.json
+    python benchmarks/plot_tox21.py  # reads benchmarks/results/pintuning_tox21*.json, baselines_tox21.json
 """
 from __future__ import annotations
 
@@ -21,8 +21,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def load_runs() -> list:
     runs = []
-    for name in ("pintuning_tox21.json", "baselines_tox21.json"):
-        path = RESULTS / name
+    for path in sorted(RESULTS.glob("pintuning_tox21*.json")) + [RESULTS / "baselines_tox21.json"]:
         if path.exists():
             runs += json.loads(path.read_text())["runs"]
     return runs
@@ -51,9 +50,10 @@ def write_table(rows: list) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fmt = lambda v: "-" if v is None else f"{v:,}"  # noqa: E731
+        seconds = "-" if r["seconds_per_step"] is None else f"{r['seconds_per_step']:.2f}"
         lines.append(f"| {r['key']} | {', '.join(map(str, r['seeds']))} | {r['steps'] or '-'} | "
                      f"{r['honest_mean']:.4f} ± {r['honest_std']:.4f} | {r['best_mean']:.4f} ± {r['best_std']:.4f} | "
-                     f"{'-' if r['seconds_per_step'] is None else f'{r['seconds_per_step']:.2f}'} | "
+                     f"{seconds} | "
                      f"{fmt(r['trainable'])} | {fmt(r['frozen'])} |")
     table = "\n".join(lines) + "\n"
     (RESULTS / "tox21_10shot.md").write_text(
