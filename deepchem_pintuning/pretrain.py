@@ -28,11 +28,13 @@ Objectives
 
 Outputs of :func:`pretrain` in ``out_dir``: ``encoder.pth`` (exactly the encoder's state dict, in
 the pretrain-gnns key format, loadable with
-:func:`~deepchem_pintuning.encoder.load_pretrained_weights`), ``resume.pt`` (step, optimizer,
+:func:`~deepchem_pintuning.encoder.load_pretrained_weights`; its BatchNorm statistics recomputed on
+unmasked training molecules, :func:`recalibrate_batch_norm`), ``resume.pt`` (step, optimizer,
 heads, context GNN, random generator states), ``training_log.csv`` and ``settings.json``.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -274,6 +276,39 @@ class ContextPrediction(nn.Module):
         return loss, correct.item() / (len(positive) + len(negative))
 
 
+def recalibrate_batch_norm(encoder: PretrainedGNN, graphs: Sequence[Data], batch_size: int = 256) -> PretrainedGNN:
+    """A copy of ``encoder`` whose BatchNorm statistics are the average over whole, unmasked ``graphs``.
+
+    During pre-training the running statistics follow the training inputs: masked molecules
+    (attribute masking) and/or K-hop substructures (context prediction), mixed when both objectives
+    run. Fine-tuning code that uses the encoder in eval mode (the frozen copy of Pin-Tuning) feeds
+    whole unmasked molecules, so the written checkpoint carries statistics of those.
+
+    Examples
+    --------
+    >>> graphs, _ = load_molecule_graphs(molecules=8)
+    >>> encoder = PretrainedGNN("gin", num_layer=2, emb_dim=8)
+    >>> calibrated = recalibrate_batch_norm(encoder, graphs)
+    >>> bool(calibrated.batch_norms[0].running_var.ne(1).any()), bool(encoder.batch_norms[0].running_var.eq(1).all())
+    (True, True)
+    """
+    calibrated = copy.deepcopy(encoder)
+    device = next(calibrated.parameters()).device
+    for norm in calibrated.batch_norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over all calibration batches
+    calibrated.train()
+    calibrated.dropout = 0.0  # batch statistics without dropout noise, as eval mode sees them
+    with torch.no_grad():
+        for start in range(0, len(graphs), batch_size):
+            calibrated.node_embeddings(Batch.from_data_list(list(graphs[start:start + batch_size])).to(device))
+    for norm, original in zip(calibrated.batch_norms, encoder.batch_norms):
+        norm.momentum = original.momentum
+        norm.num_batches_tracked.copy_(original.num_batches_tracked)
+    calibrated.dropout = encoder.dropout
+    return calibrated.train(encoder.training)
+
+
 # --------------------------------------------------------------------------- training loop
 @dataclass
 class PretrainConfig:
@@ -289,6 +324,9 @@ class PretrainConfig:
         Passes over those molecules.
     checkpoint_every, log_every: int
         Optimizer steps between checkpoints / training-log rows (a checkpoint is also written at the end).
+    calibration_molecules: int
+        BatchNorm statistics of the written encoder are recomputed on this many unmasked training
+        molecules (see :func:`recalibrate_batch_norm`); 0 keeps the running statistics of training.
     """
 
     objective: str = "attrmask"
@@ -308,6 +346,7 @@ class PretrainConfig:
     log_every: int = 10
     checkpoint_every: int = 100
     molecule_file: Optional[str] = None
+    calibration_molecules: int = 4096
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -425,8 +464,11 @@ def pretrain(config: PretrainConfig, out_dir: Union[str, Path], resume: bool = F
         step, wall_before = int(state["step"]), float(state["wall_seconds"])
     log = _read_log(log_path, step)
 
+    calibration = [graphs[i] for i in _epoch_order(len(graphs), config.seed, 0)[:config.calibration_molecules]]
+
     def checkpoint() -> None:
-        torch.save(encoder.state_dict(), out / "encoder.pth")
+        written = recalibrate_batch_norm(encoder, calibration) if calibration else encoder
+        torch.save(written.state_dict(), out / "encoder.pth")
         torch.save({"step": step, "config": asdict(config), "encoder": encoder.state_dict(),
                     "heads": heads.state_dict(), "optimizer": optimizer.state_dict(),
                     "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),

@@ -9,7 +9,8 @@ from deepchem_pintuning.encoder import PretrainedGNN, build_encoder, load_pretra
 from deepchem_pintuning.featurizer import MASK_ATOM_TYPE, MASK_BOND_TYPE, PretrainGNNFeaturizer
 from deepchem_pintuning.batching import graph_to_data
 from deepchem_pintuning.pretrain import (PretrainConfig, context_pairs, evaluate_objectives, init_models,
-                                         load_molecule_graphs, mask_attributes, pretrain)
+                                         load_molecule_graphs, mask_attributes, pretrain,
+                                         recalibrate_batch_norm)
 
 TINY = dict(num_layer=2, emb_dim=32, batch_size=16, log_every=1)
 
@@ -71,13 +72,27 @@ def test_attrmask_lowers_held_out_masked_atom_loss(molecules, tmp_path):
 
 def test_checkpoint_is_a_plain_encoder_state_dict(molecules, tmp_path):
     train, held_out = molecules
-    run = pretrain(PretrainConfig(objective="attrmask", epochs=1, **TINY), tmp_path, progress=False, graphs=train)
+    config = PretrainConfig(objective="attrmask", epochs=1, calibration_molecules=0, **TINY)
+    run = pretrain(config, tmp_path, progress=False, graphs=train)
     state = torch.load(tmp_path / "encoder.pth", weights_only=True)
     assert set(state) == set(PretrainedGNN("gin", num_layer=2, emb_dim=32).state_dict())
     loaded = load_pretrained_weights(PretrainedGNN("gin", num_layer=2, emb_dim=32), tmp_path / "encoder.pth")
     batch = Batch.from_data_list(held_out)
     with torch.no_grad():
         assert torch.allclose(loaded.eval().embed(batch), run.encoder.eval().embed(batch))
+
+
+def test_written_encoder_has_batch_norm_statistics_of_whole_molecules(molecules, tmp_path):
+    train, _ = molecules
+    run = pretrain(PretrainConfig(objective="both", epochs=1, **TINY), tmp_path, progress=False, graphs=train)
+    written = torch.load(tmp_path / "encoder.pth", weights_only=True)
+    expected = recalibrate_batch_norm(run.encoder, train).state_dict()  # one batch: order does not matter
+    for key, value in run.encoder.state_dict().items():
+        if "running" in key:
+            assert torch.allclose(written[key], expected[key], atol=1e-5), key
+            assert not torch.allclose(written[key], value, atol=1e-3), key  # training statistics differ
+        else:
+            assert torch.equal(written[key], value), key
 
 
 def test_resume_continues_exactly(molecules, tmp_path):
