@@ -79,11 +79,9 @@ def _scores(episode: Episode, probabilities: np.ndarray) -> Dict[str, float]:
     return {m.name: float(m.compute_metric(episode.query_labels, probabilities)) for m in METRICS}
 
 
-def _frozen(encoder, data, episode, **_) -> np.ndarray:
-    with torch.no_grad():
-        support, query = _embed(encoder, data, episode.support), _embed(encoder, data, episode.query)
-    clf = LogisticRegression(max_iter=1000).fit(support.numpy(), episode.support_labels)
-    return clf.predict_proba(query.numpy())[:, 1]
+def _frozen(vectors: torch.Tensor, data, episode, **_) -> np.ndarray:
+    clf = LogisticRegression(max_iter=1000).fit(vectors[episode.support].numpy(), episode.support_labels)
+    return clf.predict_proba(vectors[episode.query].numpy())[:, 1]
 
 
 def _finetune(encoder, data, episode, finetune_steps: int = 50, lr: float = 1e-3, **_) -> np.ndarray:
@@ -125,10 +123,10 @@ def _meta_train_protonet(encoder, data, n_shot, seed, meta_steps: int = 100, lr:
     return encoder.eval()
 
 
-def _protonet(encoder, data, episode, **_) -> np.ndarray:
-    with torch.no_grad():
-        support, query = _embed(encoder, data, episode.support), _embed(encoder, data, episode.query)
-        return torch.sigmoid(_prototype_logits(support, torch.as_tensor(episode.support_labels), query)).numpy()
+def _protonet(vectors: torch.Tensor, data, episode, **_) -> np.ndarray:
+    logits = _prototype_logits(vectors[episode.support], torch.as_tensor(episode.support_labels),
+                               vectors[episode.query])
+    return torch.sigmoid(logits).numpy()
 
 
 def _meta_train_maml(encoder, data, n_shot, seed, meta_steps: int = 50, inner_lr: float = 0.05,
@@ -180,6 +178,9 @@ def evaluate_baseline(method: str, data: FewShotDataset, n_shot: int = 10, seed:
         model = _meta_train_protonet(model, data, n_shot, seed, **options)
     elif method == "maml":
         model = _meta_train_maml(model, data, n_shot, seed, **options)
+    if method in ("frozen", "protonet"):  # the encoder is fixed at test time: embed every molecule once
+        with torch.no_grad():
+            model = _embed(model, data, np.arange(len(data)))
     predict = {"frozen": _frozen, "finetune": _finetune, "protonet": _protonet, "maml": _maml}[method]
     per_task = {ep.task: _scores(ep, predict(model, data, ep, **options))
                 for ep in evaluation_episodes(data, n_shot, seed)}

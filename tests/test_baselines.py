@@ -5,7 +5,7 @@ from deepchem_pintuning.baselines import BASELINES, evaluate_baseline
 
 
 @pytest.mark.parametrize("method, options", [
-    ("frozen", {}), ("finetune", {"finetune_steps": 5}), ("protonet", {"meta_steps": 5}), ("maml", {"meta_steps": 2}),
+    ("frozen", {}), ("finetune", {"finetune_steps": 5}), ("protonet", {"meta_steps": 5}), ("maml", {"meta_steps": 1, "meta_batch_size": 2}),
 ])
 def test_baseline_scores_every_test_property(cld, method, options):
     scores = evaluate_baseline(method, cld, n_shot=5, seed=0, **options)
