@@ -28,7 +28,9 @@ from pintuning_tox21 import RESULTS, TOX21_SETTINGS, run_pintuning  # noqa: E402
 
 OUT = RESULTS / "encoder_comparison.json"
 LABELS = {"gin_scratch": "GIN, no pre-training", "gcn_supervised_contextpred": "GCN (Hu et al. checkpoint)",
-          "gin_attrmask_contextpred_offline": "GIN (offline attrmask+contextpred)"}
+          "gin_attrmask_contextpred_offline": "GIN (offline attrmask+contextpred)",
+          # the same weights with the BatchNorm statistics of training (before recalibrate_batch_norm)
+          "gin_attrmask_contextpred_offline_training_bn": "GIN offline\n(BN stats of training)"}
 
 
 def summarize(runs: list) -> dict:
@@ -49,7 +51,7 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     summary = results["summary"]
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = plt.subplots(figsize=(8, 3.8))
     for x, (encoder, stats) in enumerate(summary.items()):
         seeds = [r["roc_auc"] for r in results["runs"] if r["encoder"] == encoder]
         ax.bar(x, stats["roc_auc_mean"], yerr=stats["roc_auc_std"], capsize=4, color="C%d" % x, alpha=0.7)
