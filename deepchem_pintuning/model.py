@@ -9,17 +9,20 @@ from typing import Dict, List, Optional, Sequence
 
 import deepchem as dc
 import numpy as np
+import pandas as pd
 import torch
 from deepchem.models.optimizers import AdamW
 from deepchem.models.torch_models import TorchModel
 from tqdm.auto import tqdm
 
 from deepchem_pintuning.batching import collate_graphs
-from deepchem_pintuning.data import FewShotDataset
+from deepchem_pintuning.data import FewShotDataset, project_data_dir
 from deepchem_pintuning.emb_bwc import EmbBWC, estimate_fisher
 from deepchem_pintuning.episodes import EpisodeSampler, evaluation_episodes
+from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
 from deepchem_pintuning.meta_training import episode_inputs, meta_loss, predict_episode
 from deepchem_pintuning.pintuning import PinTuning, PinTuningConfig
+from deepchem_pintuning.user_assay import build_user_episode
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +101,6 @@ class PinTuningModel(TorchModel):
 
     def estimate_fisher(self, smiles: Sequence[str], batch_size: int = 64, seed: int = 0) -> None:
         """Estimate the Emb-BWC Fisher on molecules (e.g. the shipped MOSES sample), see :func:`estimate_fisher`."""
-        from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
         graphs = [g for g in PretrainGNNFeaturizer().featurize(list(smiles)) if hasattr(g, "node_features")]
         batches = [collate_graphs(graphs[i:i + batch_size], self.device) for i in range(0, len(graphs), batch_size)]
         fisher = estimate_fisher(self.model.frozen_encoder.requires_grad_(True), batches, seed=seed)
@@ -107,8 +109,6 @@ class PinTuningModel(TorchModel):
 
     def _require_regularizer(self) -> None:
         if self.config.emb_bwc in ("fisher", "embedding_fisher") and self.regularizer is None:
-            from deepchem_pintuning.data import project_data_dir
-            import pandas as pd
             path = project_data_dir() / "zinc" / "moses_subset_100k.csv.gz"
             smiles = pd.read_csv(path)["SMILES"].head(self.config.fisher_molecules).tolist()
             logger.info("estimating the Emb-BWC Fisher on %d MOSES molecules", len(smiles))
@@ -211,7 +211,6 @@ class PinTuningModel(TorchModel):
         and logged (their score is NaN). Raises ``ValueError`` when fewer than two actives or two
         inactives remain in the support set.
         """
-        from deepchem_pintuning.user_assay import build_user_episode
         data, episode, kept = build_user_episode(support_smiles, support_labels, query_smiles, self.n_tasks,
                                                  self.test_task_ids)
         self._ensure_built()
