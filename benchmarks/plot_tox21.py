@@ -27,10 +27,21 @@ def load_runs() -> list:
     return runs
 
 
+def row_name(run: dict) -> str:
+    """Method key, plus the training length and number of evaluations for meta-trained runs.
+
+    Runs of one method with a different number of evaluations are different selection protocols
+    (best of 2 is not best of 20), so they get separate rows.
+    """
+    if run["method"] != "pintuning":
+        return run["key"]
+    return f"{run['key']} ({run['steps']} steps, {len(run['evaluations'])} evals)"
+
+
 def summarise(runs: list) -> list:
     by_key = defaultdict(list)
     for run in runs:
-        by_key[run["key"]].append(run)
+        by_key[row_name(run)].append(run)
     rows = []
     for key, group in by_key.items():
         honest = np.array([r["honest_roc_auc"] for r in group])
@@ -79,7 +90,7 @@ def plot(rows: list, runs: list) -> None:
         if run["method"] == "pintuning":
             steps = [e["step"] for e in run["evaluations"]]
             curve.plot(steps, [e["eval_roc_auc"] for e in run["evaluations"]], marker="o",
-                       label=f"{run['protocol']} seed {run['seed']}")
+                       label=f"{run['protocol']}, {len(run['evaluations'])} evals, seed {run['seed']}")
     curve.set_xlabel("outer step")
     curve.set_ylabel("ROC-AUC (fixed episodes of the seed)")
     curve.set_title("Pin-Tuning during meta-training")
