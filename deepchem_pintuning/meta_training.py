@@ -80,6 +80,7 @@ def nt_xent(vectors: torch.Tensor, groups: torch.Tensor, temperature: float) -> 
     sim = z @ z.t() / temperature
     eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
     sim = sim.masked_fill(eye, float("-inf"))
+    groups = groups.to(z.device)
     positives = (groups.unsqueeze(0) == groups.unsqueeze(1)) & ~eye
     log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
     return -(log_prob[positives]).mean()

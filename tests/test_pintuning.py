@@ -218,8 +218,13 @@ def test_meta_training_lowers_query_loss(tox21):
     assert after < before - 0.02, (before, after)
 
 
-def test_official_preset_runs_with_contrastive_and_inner_step_penalty(cld):
-    model = PinTuningModel.for_dataset(cld, protocol="official", seed=0, **TINY)
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=GPU)])
+def test_official_preset_runs_with_contrastive_and_inner_step_penalty(cld, device):
+    # On a GPU this once failed: the contrastive term compared CUDA vectors with CPU group ids.
+    model = PinTuningModel.for_dataset(cld, protocol="official", seed=0, device=torch.device(device), **TINY)
     assert model.config.context_layers == "first" and model.config.query_aux_offset == -1
     history = model.fit(cld, steps=1, seed=0, progress=False)
     assert {"nt_xent", "emb_bwc", "query_bce"} <= set(history[-1])
