@@ -52,19 +52,20 @@ def summarise(runs: list) -> list:
                      "honest_mean": honest.mean(), "honest_std": honest.std(ddof=1) if len(honest) > 1 else 0.0,
                      "best_mean": best.mean(), "best_std": best.std(ddof=1) if len(best) > 1 else 0.0,
                      "seconds_per_step": float(np.mean(step_seconds)) if step_seconds else None,
+                     "device": ", ".join(sorted({r.get("device", "?") for r in group})),
                      "trainable": params.get("trainable"), "frozen": params.get("frozen")})
     return sorted(rows, key=lambda r: r["key"])
 
 
 def write_table(rows: list) -> str:
-    lines = ["| method | seeds | outer steps | honest ROC-AUC (mean ± std) | best of evaluations | s / outer step | tuned params | frozen params |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | seeds | outer steps | honest ROC-AUC (mean ± std) | best of evaluations | s / outer step | device | tuned params | frozen params |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fmt = lambda v: "-" if v is None else f"{v:,}"  # noqa: E731
         seconds = "-" if r["seconds_per_step"] is None else f"{r['seconds_per_step']:.2f}"
         lines.append(f"| {r['key']} | {', '.join(map(str, r['seeds']))} | {r['steps'] or '-'} | "
                      f"{r['honest_mean']:.4f} ± {r['honest_std']:.4f} | {r['best_mean']:.4f} ± {r['best_std']:.4f} | "
-                     f"{seconds} | "
+                     f"{seconds} | {r['device']} | "
                      f"{fmt(r['trainable'])} | {fmt(r['frozen'])} |")
     table = "\n".join(lines) + "\n"
     (RESULTS / "tox21_10shot.md").write_text(
@@ -86,13 +87,19 @@ def plot(rows: list, runs: list) -> None:
     bars.axhline(0.5, color="grey", lw=0.5)
     bars.legend(fontsize=8)
     bars.set_title("Tox21 10-shot, mean ± std over seeds")
-    for run in runs:
-        if run["method"] == "pintuning":
-            steps = [e["step"] for e in run["evaluations"]]
-            curve.plot(steps, [e["eval_roc_auc"] for e in run["evaluations"]], marker="o",
-                       label=f"{run['protocol']}, {len(run['evaluations'])} evals, seed {run['seed']}")
+    # One colour per configuration (its seeds share it), so best-of-2 and best-of-20 runs stay apart.
+    configurations = sorted({row_name(run) for run in runs if run["method"] == "pintuning"})
+    colours = dict(zip(configurations, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    labelled = set()
+    for run in sorted((r for r in runs if r["method"] == "pintuning"), key=lambda r: r["seed"]):
+        name = row_name(run)
+        label = None if name in labelled else name.replace("-gcn_supervised_contextpred", "")
+        labelled.add(name)
+        steps = [e["step"] for e in run["evaluations"]]
+        curve.plot(steps, [e["eval_roc_auc"] for e in run["evaluations"]], marker="o", markersize=3,
+                   color=colours[name], alpha=0.8, label=label)
     curve.set_xlabel("outer step")
-    curve.set_ylabel("ROC-AUC (fixed episodes of the seed)")
+    curve.set_ylabel("ROC-AUC (one line per seed)")
     curve.set_title("Pin-Tuning during meta-training")
     curve.legend(fontsize=8)
     fig.tight_layout()
