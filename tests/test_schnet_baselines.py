@@ -53,6 +53,23 @@ def test_baselines_beat_the_mean_predictor(freesolv50, split):
     assert maes["soap_krr"] < maes["mean"]
 
 
+def test_mlp_stays_bounded_on_an_element_rare_in_training(freesolv50, tmp_path):
+    # One training molecule carries the element; per-feature standardisation then puts the test
+    # molecules that carry it at |z| ~ 1e4 and the MLP's predictions explode.
+    from schnetpack.data import ASEAtomsData
+
+    X, y = soap_features(freesolv50, "hydration_free_energy")
+    symbols = [set(row.toatoms().get_chemical_symbols()) for row in ASEAtomsData(freesolv50).conn.select()]
+    counts = {e: sum(e in s for s in symbols) for e in set().union(*symbols)}
+    element = min((e for e, c in counts.items() if c >= 3), key=counts.get)
+    carriers = [i for i, s in enumerate(symbols) if element in s]
+    others = [i for i in range(50) if i not in carriers]
+    split = {"train_idx": np.array(others[:30] + carriers[:1]), "val_idx": np.array(others[30:40]),
+             "test_idx": np.array(others[40:] + carriers[1:])}
+    maes = fit_baselines(X, y, split, seed=0)
+    assert maes["soap_mlp"] < 2 * maes["mean"], (element, maes)
+
+
 def test_baselines_cli(freesolv50, split, tmp_path):
     out = tmp_path / "maes.json"
     done = subprocess.run(
