@@ -95,10 +95,11 @@ def main() -> None:
             run["steps"] = args.steps
         else:
             run = run_baseline(data, args.method, seed, args.encoder)
+        device = (f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available()
+                  else f"cpu ({platform.processor() or 'x86_64'})")
         run.update(method=args.method, protocol=args.protocol, encoder=args.encoder, key=key, seed=seed,
                    dataset="tox21", n_shot=TOX21_SETTINGS["n_shot"], threads=args.threads,
-                   device=f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else f"cpu ({platform.processor() or 'x86_64'})",
-                   torch=torch.__version__)
+                   device=device, torch=torch.__version__)
         results["runs"] = [r for r in results["runs"] if not (r["key"] == key and r["seed"] == seed)] + [run]
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1))

@@ -38,6 +38,11 @@ def row_name(run: dict) -> str:
     return f"{run['key']} ({run['steps']} steps, {len(run['evaluations'])} evals)"
 
 
+def short_name(name: str) -> str:
+    """Row name without the (shared) encoder suffix, for plot labels."""
+    return name.replace("-gcn_supervised_contextpred", "")
+
+
 def summarise(runs: list) -> list:
     by_key = defaultdict(list)
     for run in runs:
@@ -75,7 +80,7 @@ def write_table(rows: list) -> str:
 
 def plot(rows: list, runs: list) -> None:
     fig, (bars, curve) = plt.subplots(1, 2, figsize=(12, 4.5))
-    names = [r["key"].replace("-gcn_supervised_contextpred", "") for r in rows]
+    names = [short_name(r["key"]) for r in rows]
     x = np.arange(len(rows))
     bars.bar(x - 0.2, [r["honest_mean"] for r in rows], 0.4, yerr=[r["honest_std"] for r in rows],
              label="honest (final model)", capsize=3)
@@ -89,11 +94,12 @@ def plot(rows: list, runs: list) -> None:
     bars.set_title("Tox21 10-shot, mean ± std over seeds")
     # One colour per configuration (its seeds share it), so best-of-2 and best-of-20 runs stay apart.
     configurations = sorted({row_name(run) for run in runs if run["method"] == "pintuning"})
-    colours = dict(zip(configurations, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {name: cycle[i % len(cycle)] for i, name in enumerate(configurations)}
     labelled = set()
     for run in sorted((r for r in runs if r["method"] == "pintuning"), key=lambda r: r["seed"]):
         name = row_name(run)
-        label = None if name in labelled else name.replace("-gcn_supervised_contextpred", "")
+        label = None if name in labelled else short_name(name)
         labelled.add(name)
         steps = [e["step"] for e in run["evaluations"]]
         curve.plot(steps, [e["eval_roc_auc"] for e in run["evaluations"]], marker="o", markersize=3,
