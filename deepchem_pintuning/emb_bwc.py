@@ -75,28 +75,33 @@ class EmbBWC(nn.Module):
                 self.register_buffer(f"weight_{i}", fisher[name].detach().sum(dim=1))
 
     def forward(self, tables: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Penalty of ``tables`` (``[rows, dim]`` each); tables stacked ``[E, rows, dim]`` give one value per episode."""
         total = 0.0
         for i, name in enumerate(self.names):
             delta = tables[name] - getattr(self, f"anchor_{i}")
             if self.importance == "identity":
-                total = total + 0.5 * delta.pow(2).sum()
+                total = total + 0.5 * delta.pow(2).sum((-2, -1))
             elif self.importance == "fisher":
-                total = total + 0.5 * (getattr(self, f"weight_{i}") * delta.pow(2)).sum()
+                total = total + 0.5 * (getattr(self, f"weight_{i}") * delta.pow(2)).sum((-2, -1))
             else:
-                total = total + 0.5 * (getattr(self, f"weight_{i}") * delta.sum(dim=1).pow(2)).sum()
+                total = total + 0.5 * (getattr(self, f"weight_{i}") * delta.sum(dim=-1).pow(2)).sum(-1)
         return torch.as_tensor(total)
 
 
 def inner_step_penalty(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor]) -> torch.Tensor:
     """Official-code Emb-BWC: Frobenius norm of the inner-step change of the stacked tables.
 
+    Tables ``after`` stacked per episode (``[E, rows, dim]``) give one norm per episode.
+
     Examples
     --------
     >>> float(inner_step_penalty([torch.zeros(2, 2)], [torch.full((2, 2), 2.0)]))
     4.0
+    >>> inner_step_penalty([torch.zeros(2, 2)], [torch.zeros(3, 2, 2)]).shape
+    torch.Size([3])
     """
-    delta = torch.cat([(a - b).reshape(-1) for a, b in zip(after, before)])
-    return delta.norm()
+    delta = torch.cat([(a - b).flatten(-2) for a, b in zip(after, before)], dim=-1)
+    return delta.norm(dim=-1)
 
 
 def estimate_fisher(encoder: PretrainedGNN, batches: Sequence, mask_rate: float = 0.15,

@@ -39,14 +39,15 @@ def episode_inputs(data: FewShotDataset, episode: Episode, query: Optional[np.nd
     support_labels = torch.as_tensor(data.labels[np.ix_(episode.support, columns)], dtype=torch.float32)
     query_aux = torch.as_tensor(data.labels[np.ix_(query, episode.aux_task_indices)], dtype=torch.float32)
     query_target = data.labels[query, episode.task_index]
+    dtype = torch.get_default_dtype()
     return EpisodeInputs(
         graphs=collate_graphs([data.graphs[i] for i in molecules], device),
         frozen=None if frozen_cache is None else frozen_cache[torch.as_tensor(molecules)].to(device),
         property_ids=torch.as_tensor(columns, dtype=torch.long, device=device),
         label_edges=label_edges(support_labels, query_aux, query_aux_offset),
         n_support=len(episode.support),
-        support_labels=torch.as_tensor(episode.support_labels, device=device),
-        query_labels=torch.as_tensor(query_target, dtype=torch.float32, device=device))
+        support_labels=torch.as_tensor(episode.support_labels, dtype=dtype, device=device),
+        query_labels=torch.as_tensor(query_target, dtype=dtype, device=device))
 
 
 def bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

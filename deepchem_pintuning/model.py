@@ -5,7 +5,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import deepchem as dc
 import numpy as np
@@ -15,10 +15,11 @@ from deepchem.models.optimizers import AdamW
 from deepchem.models.torch_models import TorchModel
 from tqdm.auto import tqdm
 
+from deepchem_pintuning.batched_meta_training import DeviceDataset, batched_predict_episode, meta_gradients
 from deepchem_pintuning.batching import collate_graphs
 from deepchem_pintuning.data import FewShotDataset, project_data_dir
 from deepchem_pintuning.emb_bwc import EmbBWC, estimate_fisher
-from deepchem_pintuning.episodes import EpisodeSampler, evaluation_episodes
+from deepchem_pintuning.episodes import Episode, EpisodeSampler, evaluation_episodes
 from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
 from deepchem_pintuning.meta_training import episode_inputs, meta_loss, predict_episode
 from deepchem_pintuning.pintuning import PinTuning, PinTuningConfig
@@ -88,6 +89,12 @@ class PinTuningModel(TorchModel):
             self._set_regularizer(None)
         self.history: List[Dict[str, float]] = []
         self._frozen_cache: Optional[tuple] = None  # (dataset, its frozen-encoder vectors)
+        self._device_data: Optional[DeviceDataset] = None
+        # Fast path layout (benchmarks/speed.py): on a GPU all episodes of a step in one batch; on a
+        # CPU one episode per batch, batches spread over `workers` threads (one core each).
+        self.episodes_per_pass: Optional[int] = None if self.device.type == "cuda" else 1
+        self.eval_chunks_per_pass: int = 16 if self.device.type == "cuda" else 1
+        self.workers: int = 1
 
     @classmethod
     def for_dataset(cls, data: FewShotDataset, **kwargs) -> "PinTuningModel":
@@ -128,10 +135,32 @@ class PinTuningModel(TorchModel):
             self._frozen_cache = (data, torch.cat(vectors))
         return self._frozen_cache[1]
 
+    def _on_device(self, data: FewShotDataset) -> DeviceDataset:
+        """``data``'s molecules and labels collated once on the model's device (fast path)."""
+        if self._device_data is None or self._device_data.data is not data:
+            self._device_data = DeviceDataset(data, self.device)
+        return self._device_data
+
+    def _outer_step(self, data: FewShotDataset, episodes: Sequence[Tuple[int, Episode]], fast: bool):
+        """Gradient of one step's outer loss into ``.grad``; returns the loss parts and the BatchNorm updates."""
+        config, frozen = self.config, self._frozen(data)
+        shapes = {(len(e.support), len(e.query), len(e.aux_task_indices)) for _, e in episodes}
+        if fast and len(shapes) == 1:
+            dataset, size = self._on_device(data), self.episodes_per_pass or len(episodes)
+            batches = [dataset.batch([e for _, e in episodes[i:i + size]], None, frozen, config.query_aux_offset)
+                       for i in range(0, len(episodes), size)]
+            return meta_gradients(self.model, batches, self.regularizer, self.workers)
+        inputs = [(task, episode_inputs(data, e, None, frozen, config.query_aux_offset, self.device))
+                  for task, e in episodes]
+        loss, parts = meta_loss(self.model, inputs, self.regularizer)
+        loss.backward()
+        return parts, []
+
     # ------------------------------------------------------------------ training
     def fit(self, data: FewShotDataset, steps: int = 2000, seed: int = 0, progress: bool = True,
             eval_every: Optional[int] = None, eval_seed: int = 0,
-            eval_tasks: Optional[Sequence[str]] = None, checkpoint_interval: int = 0) -> List[Dict[str, float]]:
+            eval_tasks: Optional[Sequence[str]] = None, checkpoint_interval: int = 0,
+            fast: bool = True) -> List[Dict[str, float]]:
         """Meta-train on the training properties of ``data``.
 
         Parameters
@@ -143,6 +172,9 @@ class PinTuningModel(TorchModel):
             and record it in the returned history.
         checkpoint_interval: int
             Save a checkpoint every this many steps (0: only at the end).
+        fast: bool, default True
+            All episodes of a step in one batch (:mod:`batched_meta_training`); False runs the
+            per-episode reference implementation (same mathematics, several times slower).
 
         Returns
         -------
@@ -155,27 +187,26 @@ class PinTuningModel(TorchModel):
         sampler = EpisodeSampler(data, config.n_shot, config.n_query, seed=seed)
         rng = np.random.default_rng(seed)
         task_ids = {t: data.task_index(t) for t in sampler.tasks}
-        frozen = self._frozen(data)
         n_per_step = min(config.tasks_per_step, len(sampler.tasks))
         bar = tqdm(range(steps), desc="Pin-Tuning meta-training", disable=not progress)
         for step in bar:
             start = time.perf_counter()
             self.model.train()
             tasks = rng.choice(sampler.tasks, n_per_step, replace=False)
-            episodes = [(task_ids[t], episode_inputs(data, sampler.sample(t), None, frozen,
-                                                     config.query_aux_offset, self.device))
-                        for t in tasks for _ in range(config.episodes_per_task)]
+            episodes = [(task_ids[t], sampler.sample(t)) for t in tasks for _ in range(config.episodes_per_task)]
             self._pytorch_optimizer.zero_grad()
-            loss, parts = meta_loss(self.model, episodes, self.regularizer)
-            loss.backward()
+            parts, states = self._outer_step(data, episodes, fast)
             torch.nn.utils.clip_grad_norm_(list(self.model.trainable_parameters().values()), config.grad_clip)
             self._pytorch_optimizer.step()
+            for state in states:
+                state.apply()
+            parts = dict(zip(parts, torch.stack([torch.as_tensor(v) for v in parts.values()]).tolist()))
             self._global_step += 1
             record = {"step": self._global_step, "seconds": time.perf_counter() - start, **parts}
             self.history.append(record)
             bar.set_postfix(loss=f"{parts['loss']:.3f}")
             if eval_every and (step + 1) % eval_every == 0:
-                scores = self.evaluate_fewshot(data, seed=eval_seed, tasks=eval_tasks)
+                scores = self.evaluate_fewshot(data, seed=eval_seed, tasks=eval_tasks, fast=fast)
                 self.history.append({"step": self._global_step, "eval_roc_auc": scores["roc_auc"],
                                      "eval_pr_auc": scores["pr_auc"], "eval_per_task": scores["per_task"]})
             if checkpoint_interval and (step + 1) % checkpoint_interval == 0:
@@ -186,16 +217,21 @@ class PinTuningModel(TorchModel):
 
     # ------------------------------------------------------------------ prediction
     def evaluate_fewshot(self, data: FewShotDataset, seed: int = 0, tasks: Optional[Sequence[str]] = None,
-                         metrics: Sequence[dc.metrics.Metric] = DEFAULT_METRICS) -> Dict:
+                         metrics: Sequence[dc.metrics.Metric] = DEFAULT_METRICS, fast: bool = True) -> Dict:
         """Score the fixed evaluation episodes of ``seed`` (default: the meta-test properties).
 
         Returns the unweighted mean over properties of each metric, plus ``per_task`` scores.
+        ``fast=False`` scores with the per-chunk reference implementation.
         """
         self._ensure_built()
         frozen = self._frozen(data)
         per_task: Dict[str, Dict[str, float]] = {}
         for episode in evaluation_episodes(data, self.config.n_shot, seed, tasks):
-            scores = predict_episode(self.model, data, episode, frozen, seed, self.device)
+            if fast:
+                scores = batched_predict_episode(self.model, self._on_device(data), episode, frozen, seed,
+                                                 self.eval_chunks_per_pass, self.workers)
+            else:
+                scores = predict_episode(self.model, data, episode, frozen, seed, self.device)
             per_task[episode.task] = {m.name: float(m.compute_metric(episode.query_labels, scores))
                                       for m in metrics}
         result: Dict = {m.name: float(np.mean([s[m.name] for s in per_task.values()])) for m in metrics}

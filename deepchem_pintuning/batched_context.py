@@ -1,0 +1,94 @@
+"""Episode-batched context graph encoder: :class:`~deepchem_pintuning.context_graph.ContextEncoder` for ``E`` episodes at once.
+
+Same mathematics as the reference module, in dense form (a context graph has only
+``P + M`` ~ 45 nodes per training episode):
+
+* label edges are the constant matrices of :class:`~deepchem_pintuning.episode_batch.LabelGraph`,
+  so ``sum_{u->v} (W_n x_u + T[type_uv])`` is ``A_label @ (W_n x) + counts @ T``;
+* the similarity network is a stack of matrix products over molecule pairs instead of 1x1
+  convolutions, and runs on one half of the pairs only: ``exp(-|x_i - x_j|)`` is symmetric, so
+  the score matrix is too. In train mode the BatchNorm statistics of the reference (over all
+  ``M^2`` ordered pairs, diagonal included) are recovered by counting each computed pair twice and
+  the diagonal, whose features are all ones, as one row of weight ``M``;
+* the top-k similarity edges become a dense weighted adjacency (a scatter of the top-k scores).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+from deepchem_pintuning.context_graph import SIMILAR, ContextEncoder, SimilarityEdges
+from deepchem_pintuning.episode_batch import LabelGraph
+from deepchem_pintuning.grouped_ops import PassState, batch_norm, dropout, dropout_rows, linear
+
+
+def _pair_layout(n: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Upper-triangle pairs ``(i, j)`` and, for every cell of the ``n x n`` matrix, its pair (diagonal -> last)."""
+    first, second = torch.triu_indices(n, n, 1, device=device)
+    cell_pair = torch.full((n, n), first.numel(), dtype=torch.long, device=device)
+    pair_ids = torch.arange(first.numel(), device=device)
+    cell_pair[first, second] = pair_ids
+    cell_pair[second, first] = pair_ids
+    return first, second, cell_pair.reshape(-1)
+
+
+def similarity_adjacency(net: SimilarityEdges, params, prefix: str, mol: torch.Tensor, top_k: int,
+                         state: Optional[PassState]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Top-k similarity edges of ``mol`` ``[E, M, d]`` as a dense weight matrix and in-degrees.
+
+    Returns ``(weight [E, M, M], in_degree [E, M])`` with ``weight[e, u, v]`` the score of the
+    edge ``u -> v`` (zero where there is none).
+    """
+    n_groups, n, _ = mol.shape
+    training = net.training
+    first, second, cell_pair = _pair_layout(n, mol.device)
+    h = mol[:, first] - mol[:, second]                                             # [E, Q, d]
+    # in place when no graph is recorded (evaluation): the pair tensor is the largest of the pass
+    h = h.abs_().neg_().exp_() if not torch.is_grad_enabled() else torch.exp(-h.abs())
+    row_weight = None
+    if training:  # the diagonal (features exp(0) = 1) takes part in the batch statistics
+        h = torch.cat([h, torch.ones_like(h[:, :1])], dim=1)
+        row_weight = torch.cat([torch.full((first.numel(),), 2.0, device=mol.device),
+                                torch.full((1,), float(n), device=mol.device)]).unsqueeze(0)
+    for conv, norm in ((0, 1), (4, 5)):
+        h = linear(h, params.get(f"{prefix}{conv}.weight").squeeze(-1).squeeze(-1))
+        h = batch_norm(h, net.net[norm], params.get(f"{prefix}{norm}.weight"), params.get(f"{prefix}{norm}.bias"),
+                       net.net[norm].training, state, row_weight)
+        h = dropout_rows(nn.functional.leaky_relu(h), net.net[conv + 3].p, training, state)
+    score = linear(h, params.get(f"{prefix}8.weight").squeeze(-1).squeeze(-1), params.get(f"{prefix}8.bias"))
+    score = torch.sigmoid(score[:, :first.numel(), 0])
+    full = torch.cat([score, score.new_zeros(n_groups, 1)], dim=1)[:, cell_pair].view(n_groups, n, n)
+    k = max(0, min(top_k, n - 1))
+    if k == 0:
+        return full.new_zeros(n_groups, n, n), full.new_zeros(n_groups, n)
+    values, columns = full.topk(k, dim=-1)
+    weight = torch.zeros_like(full).scatter(-1, columns, values)
+    in_degree = torch.zeros_like(full).scatter(-1, columns, 1.0).sum(1)
+    return weight, in_degree
+
+
+def context_forward(context: ContextEncoder, params, prefix: str, prop_x: torch.Tensor, mol_x: torch.Tensor,
+                    labels: LabelGraph, state: Optional[PassState]) -> torch.Tensor:
+    """Final node vectors ``[E, P + M, d]`` (properties first), as ``ContextEncoder.forward`` per episode."""
+    n_props = prop_x.size(1)
+    training = context.training
+    x = dropout(torch.cat([prop_x, mol_x], dim=1), context.dropout, training, state)
+    for layer, (similarity, norm) in enumerate(zip(context.similarity, context.norms)):
+        sim_weight, sim_degree = similarity_adjacency(similarity, params, f"{prefix}similarity.{layer}.net.",
+                                                      x[:, n_props:], context.top_k, state)
+        conv = f"{prefix}convs.{layer}."
+        neighbour = linear(x, params.get(f"{conv}neighbour.weight"), params.get(f"{conv}neighbour.bias"))
+        type_table = params.get(f"{conv}edge_type_embedding.weight")                   # [(E,) types, d]
+        summed = torch.bmm(labels.adjacency, neighbour) + torch.matmul(labels.type_counts, type_table)
+        sim_in = torch.bmm(sim_weight.transpose(1, 2), neighbour[:, n_props:]) + \
+            sim_weight.sum(1).unsqueeze(-1) * type_table[..., SIMILAR, :].unsqueeze(-2)
+        summed = torch.cat([summed[:, :n_props], summed[:, n_props:] + sim_in], dim=1)
+        degree = labels.in_degree + nn.functional.pad(sim_degree, (n_props, 0))
+        x = summed / degree.clamp(min=1).unsqueeze(-1) + \
+            linear(x, params.get(f"{conv}root.weight"), params.get(f"{conv}root.bias"))
+        x = batch_norm(x, norm, params.get(f"{prefix}norms.{layer}.weight"), params.get(f"{prefix}norms.{layer}.bias"),
+                       norm.training, state)
+        x = dropout(nn.functional.leaky_relu(x), context.dropout, training, state)
+    return x

@@ -1,0 +1,252 @@
+"""Episodes as one padded tensor batch, gathered from a dataset collated once.
+
+The reference path collates a PyG batch and builds a context graph per episode. The fast path
+collates the whole dataset once (:class:`PackedGraphs`, kept on the device) and gathers the
+molecules of ``E`` episodes by index tensors into one :class:`EpisodeBatch`:
+
+* atoms in a padded layout ``[E, A]`` (``A`` = most atoms of any episode, padding rows masked out
+  of every statistic and with no bonds), so per-episode weights apply as batched matrix products;
+* message passing of the molecular GNN as a constant sparse matrix (GCN symmetric degree
+  normalisation or GIN sums, self loops included) and the bond embeddings as per-atom counts of
+  each (bond type, bond direction) pair, so no per-bond activations are ever formed;
+* the molecule-property label edges of each context graph as dense ``[E, N, N]`` matrices
+  (``N`` = properties + molecules), built from the label matrix without a per-episode loop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+from deepchem_pintuning.context_graph import ACTIVE, INACTIVE, MISSING, NUM_EDGE_TYPES
+from deepchem_pintuning.featurizer import NUM_BOND_DIRECTIONS, NUM_BOND_TYPES, SELF_LOOP_BOND_TYPE
+
+BOND_CATEGORIES = NUM_BOND_TYPES * NUM_BOND_DIRECTIONS
+
+
+class PackedGraphs:
+    """Every molecule of a dataset in flat tensors: atoms, bonds and per-molecule offsets.
+
+    Examples
+    --------
+    >>> from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
+    >>> packed = PackedGraphs(PretrainGNNFeaturizer().featurize(["CCO", "C#N"]))
+    >>> packed.n_atoms.tolist(), packed.n_bonds.tolist()
+    ([3, 2], [4, 2])
+    """
+
+    def __init__(self, graphs: Sequence, device: Optional[torch.device] = None):
+        atoms = [np.asarray(g.node_features, dtype=np.int64) for g in graphs]
+        bonds = [np.asarray(g.edge_index, dtype=np.int64).reshape(2, -1) for g in graphs]
+        bond_features = [np.asarray(g.edge_features, dtype=np.int64).reshape(-1, 2) for g in graphs]
+        self.n_atoms = torch.as_tensor([len(a) for a in atoms], device=device)
+        self.n_bonds = torch.as_tensor([b.shape[1] for b in bonds], device=device)
+        self.atom_ptr = torch.cat([self.n_atoms.new_zeros(1), self.n_atoms.cumsum(0)])
+        self.bond_ptr = torch.cat([self.n_bonds.new_zeros(1), self.n_bonds.cumsum(0)])
+        self.atoms = torch.as_tensor(np.concatenate(atoms), device=device)                   # [atoms, 2]
+        self.bonds = torch.as_tensor(np.concatenate(bonds, axis=1), device=device)           # [2, bonds], local
+        self.bond_features = torch.as_tensor(np.concatenate(bond_features), device=device)   # [bonds, 2]
+
+    def __len__(self) -> int:
+        return self.n_atoms.numel()
+
+
+def _segments(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Concatenated ``arange(start, start + count)`` for every (start, count)."""
+    total = int(counts.sum())
+    offsets = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts, output_size=total)
+    return torch.repeat_interleave(starts, counts, output_size=total) + torch.arange(total, device=counts.device) - offsets
+
+
+@dataclass
+class GraphBatch:
+    """Molecules of ``E`` groups (episodes) of ``M`` molecules each, atoms padded to ``A`` per group."""
+
+    n_groups: int
+    n_molecules: int                 # M, per group
+    n_atom_slots: int                # A, per group
+    atom_type: torch.Tensor          # [E, A] (padding: 0)
+    chirality: torch.Tensor          # [E, A]
+    atom_mask: torch.Tensor          # [E, A] float, 1 for real atoms
+    atom_molecule: torch.Tensor      # [E * A] flat molecule index e * M + m (padding: 0)
+    source: torch.Tensor             # [B] flat atom slot of each bond and self loop
+    target: torch.Tensor             # [B]
+    bond_category: torch.Tensor      # [B] bond type * NUM_BOND_DIRECTIONS + direction
+    n_atoms: torch.Tensor            # [E * M] atoms per molecule
+    _cache: Dict = field(default_factory=dict, repr=False)
+
+    def _edge_weight(self, normalize: bool) -> torch.Tensor:
+        if not normalize:
+            return torch.ones(self.source.numel(), device=self.source.device)
+        degree = torch.zeros(self.n_groups * self.n_atom_slots, device=self.source.device)
+        degree.index_add_(0, self.source, torch.ones_like(self.source, dtype=degree.dtype))
+        inv_sqrt = degree.pow(-0.5)
+        return inv_sqrt[self.source] * inv_sqrt[self.target]
+
+    def adjacency(self, normalize: bool) -> torch.Tensor:
+        """Sparse ``[E*A, E*A]`` message-passing matrix (row = receiving atom), self loops included.
+
+        ``normalize=True`` gives the GCN weights ``deg(u)^-1/2 deg(v)^-1/2``, else GIN's ones.
+        """
+        key = ("adjacency", normalize)
+        if key not in self._cache:
+            size = self.n_groups * self.n_atom_slots
+            self._cache[key] = torch.sparse_coo_tensor(
+                torch.stack([self.target, self.source]), self._edge_weight(normalize), (size, size),
+                check_invariants=False).coalesce()
+        return self._cache[key]
+
+    def bond_counts(self, normalize: bool) -> torch.Tensor:
+        """``[E, A, BOND_CATEGORIES]``: summed edge weights of the bonds each atom receives, per category."""
+        key = ("bond_counts", normalize)
+        if key not in self._cache:
+            counts = torch.zeros(self.n_groups * self.n_atom_slots * BOND_CATEGORIES, device=self.source.device)
+            counts.index_add_(0, self.target * BOND_CATEGORIES + self.bond_category, self._edge_weight(normalize))
+            self._cache[key] = counts.view(self.n_groups, self.n_atom_slots, BOND_CATEGORIES)
+        return self._cache[key]
+
+    def mean_pool(self) -> torch.Tensor:
+        """Sparse ``[E*M, E*A]`` averaging the atoms of each molecule."""
+        if "pool" not in self._cache:
+            real = torch.flatten(self.atom_mask).nonzero().squeeze(1)
+            molecule = self.atom_molecule[real]
+            weight = 1.0 / self.n_atoms[molecule].to(self.atom_mask.dtype)
+            self._cache["pool"] = torch.sparse_coo_tensor(
+                torch.stack([molecule, real]), weight,
+                (self.n_groups * self.n_molecules, self.n_groups * self.n_atom_slots), check_invariants=False).coalesce()
+        return self._cache["pool"]
+
+
+def gather_graphs(packed: PackedGraphs, molecules: torch.Tensor) -> GraphBatch:
+    """Collate ``molecules`` ``[E, M]`` (dataset indices) into a padded :class:`GraphBatch`."""
+    n_groups, n_mols = molecules.shape
+    device = packed.atoms.device
+    flat = molecules.reshape(-1).to(device)
+    atoms_per_mol = packed.n_atoms[flat]
+    per_group = atoms_per_mol.view(n_groups, n_mols)
+    slots = int(per_group.sum(1).max())
+    # slot of each molecule's first atom: group offset + atoms of the group's earlier molecules
+    first_slot = (torch.arange(n_groups, device=device) * slots).repeat_interleave(n_mols) + \
+        (per_group.cumsum(1) - per_group).reshape(-1)
+    atom_src = _segments(packed.atom_ptr[flat], atoms_per_mol)
+    atom_slot = _segments(first_slot, atoms_per_mol)
+    size = n_groups * slots
+    atom_type = torch.zeros(size, dtype=torch.long, device=device)
+    chirality = torch.zeros(size, dtype=torch.long, device=device)
+    atom_type[atom_slot] = packed.atoms[atom_src, 0]
+    chirality[atom_slot] = packed.atoms[atom_src, 1]
+    mask = torch.zeros(size, device=device)
+    mask[atom_slot] = 1.0
+    atom_molecule = torch.zeros(size, dtype=torch.long, device=device)
+    atom_molecule[atom_slot] = torch.arange(flat.numel(), device=device).repeat_interleave(atoms_per_mol)
+
+    bonds_per_mol = packed.n_bonds[flat]
+    bond_src = _segments(packed.bond_ptr[flat], bonds_per_mol)
+    bond_shift = first_slot.repeat_interleave(bonds_per_mol)
+    source = torch.cat([packed.bonds[0, bond_src] + bond_shift, atom_slot])
+    target = torch.cat([packed.bonds[1, bond_src] + bond_shift, atom_slot])
+    features = packed.bond_features[bond_src]
+    category = torch.cat([features[:, 0] * NUM_BOND_DIRECTIONS + features[:, 1],
+                          torch.full_like(atom_slot, SELF_LOOP_BOND_TYPE * NUM_BOND_DIRECTIONS)])
+    return GraphBatch(n_groups, n_mols, slots, atom_type.view(n_groups, slots), chirality.view(n_groups, slots),
+                      mask.view(n_groups, slots), atom_molecule, source, target, category, atoms_per_mol)
+
+
+@dataclass
+class LabelGraph:
+    """Label edges of ``E`` context graphs as dense matrices over ``N = P + M`` nodes."""
+
+    adjacency: torch.Tensor   # [E, N, N] 1 where node u (column) sends a label edge to node v (row)
+    type_counts: torch.Tensor  # [E, N, NUM_EDGE_TYPES] label edges each node receives, per type
+    in_degree: torch.Tensor   # [E, N]
+
+
+def _edge_kind(labels: torch.Tensor) -> torch.Tensor:
+    kind = torch.full(labels.shape, MISSING, dtype=torch.long, device=labels.device)
+    kind[labels > 0.5] = ACTIVE
+    kind[labels < 0.5] = INACTIVE
+    return kind
+
+
+def dense_label_graph(support_labels: torch.Tensor, query_aux_labels: torch.Tensor,
+                      query_aux_offset: int = 0) -> LabelGraph:
+    """Dense form of :func:`deepchem_pintuning.context_graph.label_edges` for a batch of episodes.
+
+    Parameters
+    ----------
+    support_labels: Tensor [E, n_support, P]
+        Labels on ``[target, aux...]`` (NaN = missing).
+    query_aux_labels: Tensor [E, n_query, P - 1]
+    """
+    n_groups, n_support, n_props = support_labels.shape
+    n_query = query_aux_labels.shape[1]
+    device = support_labels.device
+    kind = torch.full((n_groups, n_props, n_support + n_query), -1, dtype=torch.long, device=device)
+    kind[:, :, :n_support] = _edge_kind(support_labels).transpose(1, 2)
+    if n_query and n_props > 1:
+        rows = torch.arange(1, n_props, device=device) + query_aux_offset
+        kind[:, rows, n_support:] = _edge_kind(query_aux_labels).transpose(1, 2)
+    edge = (kind >= 0).to(support_labels.dtype)                                   # [E, P, M]
+    n_nodes = n_props + n_support + n_query
+    adjacency = torch.zeros(n_groups, n_nodes, n_nodes, device=device, dtype=edge.dtype)
+    adjacency[:, :n_props, n_props:] = edge
+    adjacency[:, n_props:, :n_props] = edge.transpose(1, 2)
+    one_hot = (kind.unsqueeze(-1) == torch.arange(NUM_EDGE_TYPES, device=device)).to(edge.dtype)
+    type_counts = torch.cat([one_hot.sum(2), one_hot.sum(1)], dim=1)
+    return LabelGraph(adjacency, type_counts, adjacency.sum(-1))
+
+
+@dataclass
+class EpisodeBatch:
+    """Everything the batched network needs for ``E`` episodes of equal shape."""
+
+    graphs: GraphBatch
+    frozen: Optional[torch.Tensor]   # [E, M, d] cached frozen-encoder vectors, or None
+    property_ids: torch.Tensor       # [E, P] target first, then auxiliary properties
+    labels: LabelGraph
+    n_support: int
+    support_labels: torch.Tensor     # [E, n_support]
+    query_labels: Optional[torch.Tensor]  # [E, n_query] target labels (None when unknown)
+    task_ids: torch.Tensor           # [E] target property per episode (contrastive groups)
+
+    @property
+    def n_episodes(self) -> int:
+        return self.graphs.n_groups
+
+
+def episode_batch(packed: PackedGraphs, labels: torch.Tensor, support: torch.Tensor, query: torch.Tensor,
+                  task_ids: torch.Tensor, aux_ids: torch.Tensor, frozen_cache: Optional[torch.Tensor] = None,
+                  query_aux_offset: int = 0) -> EpisodeBatch:
+    """Assemble an :class:`EpisodeBatch` from index tensors.
+
+    Parameters
+    ----------
+    packed: PackedGraphs
+        The dataset's molecules.
+    labels: Tensor [n_molecules, n_properties]
+        The dataset's label matrix (NaN = missing), on the same device.
+    support, query: Tensor [E, n_support], [E, n_query]
+        Molecule indices of each episode.
+    task_ids, aux_ids: Tensor [E], [E, P - 1]
+        Target and auxiliary property columns.
+    """
+    device = packed.atoms.device
+    support, query = support.to(device), query.to(device)
+    columns = torch.cat([task_ids.view(-1, 1), aux_ids], dim=1).to(device)        # [E, P]
+    molecules = torch.cat([support, query], dim=1)
+
+    def take(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return labels[rows.unsqueeze(-1), cols.unsqueeze(1)]
+
+    support_labels = take(support, columns)
+    return EpisodeBatch(
+        graphs=gather_graphs(packed, molecules),
+        frozen=None if frozen_cache is None else frozen_cache[molecules.to(frozen_cache.device)].to(device),
+        property_ids=columns,
+        labels=dense_label_graph(support_labels, take(query, columns[:, 1:]), query_aux_offset),
+        n_support=support.shape[1],
+        support_labels=support_labels[:, :, 0],
+        query_labels=take(query, columns[:, :1])[:, :, 0],
+        task_ids=task_ids.to(device))

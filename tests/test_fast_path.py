@@ -1,0 +1,181 @@
+"""The episode-batched fast path against the per-episode reference (the test oracle).
+
+Float64 checks show the mathematics is the same (agreement to ~1e-12); float32 checks bound what a
+user sees. Dropout is off wherever two paths are compared value by value (their masks differ).
+"""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from deepchem_pintuning.batched_meta_training import (DeviceDataset, batched_meta_loss, batched_predict_episode,
+                                                      meta_gradients, pass_states)
+from deepchem_pintuning.batched_network import ParamView, encode
+from deepchem_pintuning.batching import collate_graphs
+from deepchem_pintuning.context_graph import label_edges
+from deepchem_pintuning.encoder import PretrainedGNN
+from deepchem_pintuning.episode_batch import gather_graphs
+from deepchem_pintuning.grouped_ops import PassState
+from deepchem_pintuning.episodes import EpisodeSampler, evaluation_episode
+from deepchem_pintuning.meta_training import episode_inputs, meta_loss, predict_episode
+from deepchem_pintuning.model import PinTuningModel
+
+TINY = dict(emb_dim=32, num_layer=2, adapter_dim=8, context_edge_hidden=8, encoder_dropout=0.0,
+            context_dropout=0.0, n_shot=5, inner_lr=0.1, meta_lr=3e-3)
+
+
+@pytest.fixture
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def _episodes(data, n_tasks=3, per_task=2, seed=0):
+    sampler = EpisodeSampler(data, TINY["n_shot"], seed=seed)
+    return [sampler.sample(t) for t in data.train_tasks[:n_tasks] for _ in range(per_task)]
+
+
+def _reference_and_fast(data, protocol, encoder, second_order, per_pass, workers=1, **overrides):
+    """Loss, gradients and BatchNorm buffers after one outer step, reference vs fast path, same weights."""
+    model = PinTuningModel.for_dataset(data, seed=0, protocol=protocol, encoder=encoder,
+                                       second_order=second_order, **{**TINY, **overrides})
+    reference, fast = model.model, copy.deepcopy(model.model)
+    reference.train(), fast.train()
+    episodes = _episodes(data)
+    frozen = model._frozen(data)
+    offset = model.config.query_aux_offset
+    inputs = [(data.task_index(e.task), episode_inputs(data, e, None, frozen, offset)) for e in episodes]
+    loss, parts = meta_loss(reference, inputs, model.regularizer)
+    loss.backward()
+    dataset = DeviceDataset(data)
+    batches = [dataset.batch(episodes[i:i + per_pass], None, frozen, offset) for i in range(0, len(episodes), per_pass)]
+    fast_parts, states = meta_gradients(fast, batches, model.regularizer, workers)
+    for state in states:
+        state.apply()
+    return (reference, parts), (fast, {k: float(v) for k, v in fast_parts.items()})
+
+
+def _gradients(module):
+    return {n: p.grad for n, p in module.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("protocol,encoder,second_order,per_pass", [
+    ("paper", "gcn_scratch", True, 6),
+    ("paper", "gin_scratch", False, 6),
+    ("official", "gin_scratch", True, 6),
+    ("official", "gcn_scratch", True, 1),
+    ("paper", "gcn_scratch", True, 4),   # uneven passes: 4 + 2 episodes
+])
+def test_fast_step_equals_reference_in_float64(cld, float64, protocol, encoder, second_order, per_pass):
+    (reference, parts), (fast, fast_parts) = _reference_and_fast(cld, protocol, encoder, second_order, per_pass)
+    assert fast_parts.keys() == parts.keys()
+    for key in parts:
+        assert fast_parts[key] == pytest.approx(parts[key], rel=1e-12, abs=1e-14), key
+    ref_grads, fast_grads = _gradients(reference), _gradients(fast)
+    scale = max(float(g.abs().max()) for g in ref_grads.values())
+    for name, g in ref_grads.items():
+        # parameters feeding a train-mode BatchNorm (biases, LayerNorm affine) have exactly zero gradient
+        # in exact arithmetic; both paths give rounding noise there, hence the absolute floor
+        assert torch.allclose(fast_grads[name], g, rtol=1e-9, atol=1e-12 * scale), name
+    for (name, a), (_, b) in zip(reference.named_buffers(), fast.named_buffers()):
+        assert torch.allclose(a.double(), b.double(), rtol=1e-10, atol=1e-12), name
+
+
+def test_fast_step_in_float32_within_1e5_of_reference(cld):
+    (reference, parts), (fast, fast_parts) = _reference_and_fast(cld, "paper", "gcn_scratch", True, 6)
+    ref = torch.cat([g.flatten() for g in _gradients(reference).values()])
+    new = torch.cat([g.flatten() for g in _gradients(fast).values()])
+    assert float((new - ref).norm() / ref.norm()) < 1e-5
+    assert fast_parts["loss"] == pytest.approx(parts["loss"], rel=1e-6)
+
+
+def test_worker_threads_give_bit_identical_gradients(cld):
+    """Passes in two threads: same gradients, same BatchNorm statistics, dropout on (seeded per pass)."""
+    results = []
+    for workers in (1, 2):
+        torch.manual_seed(0)
+        model = PinTuningModel.for_dataset(cld, seed=0, encoder="gin_scratch",
+                                           **{**TINY, "encoder_dropout": 0.1, "context_dropout": 0.1})
+        model.model.train()
+        dataset = DeviceDataset(cld)
+        batches = [dataset.batch([e], None, model._frozen(cld)) for e in _episodes(cld)]
+        _, states = meta_gradients(model.model, batches, model.regularizer, workers)
+        for state in states:
+            state.apply()
+        results.append((_gradients(model.model), dict(model.model.named_buffers())))
+    (grads_1, buffers_1), (grads_2, buffers_2) = results
+    assert all(torch.equal(grads_1[n], grads_2[n]) for n in grads_1)
+    assert all(torch.equal(buffers_1[n], buffers_2[n]) for n in buffers_1)
+
+
+def test_batched_meta_loss_is_one_graph_of_the_same_objective(cld, float64):
+    model = PinTuningModel.for_dataset(cld, seed=0, encoder="gcn_scratch", **TINY)
+    model.model.train()
+    episodes, frozen = _episodes(cld), model._frozen(cld)
+    inputs = [(cld.task_index(e.task), episode_inputs(cld, e, None, frozen)) for e in episodes]
+    expected = meta_loss(copy.deepcopy(model.model), inputs, model.regularizer)[0]
+    dataset = DeviceDataset(cld)
+    batches = [dataset.batch(episodes[:3], None, frozen), dataset.batch(episodes[3:], None, frozen)]
+    loss, _ = batched_meta_loss(model.model, batches, model.regularizer, pass_states(batches))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("gnn_type", ["gcn", "gin"])
+def test_padded_batch_encoder_equals_pyg_batches(tox21, gnn_type):
+    encoder = PretrainedGNN(gnn_type, num_layer=3, emb_dim=16, dropout=0.0).train()
+    molecules = torch.as_tensor(np.arange(30).reshape(3, 10))   # 3 groups with different atom counts
+    graphs = gather_graphs(DeviceDataset(tox21).graphs, molecules)
+    assert len(set(graphs.atom_mask.sum(1).tolist())) == 3      # so two of them are padded
+    batched = encode(encoder, ParamView(encoder, {}), "", graphs, PassState())
+    for group in range(3):   # train mode: BatchNorm statistics per group, as one PyG batch per group
+        expected = encoder.embed(collate_graphs([tox21.graphs[i] for i in molecules[group].tolist()]))
+        assert torch.allclose(batched[group], expected, atol=1e-5), group
+
+
+@pytest.mark.parametrize("offset", [0, -1])
+def test_dense_label_graph_equals_label_edges(cld, offset):
+    episodes = _episodes(cld, n_tasks=2, per_task=1)
+    batch = DeviceDataset(cld).batch(episodes, None, None, offset)
+    for k, episode in enumerate(episodes):
+        columns = np.concatenate([[episode.task_index], episode.aux_task_indices])
+        support = torch.as_tensor(cld.labels[np.ix_(episode.support, columns)], dtype=torch.float32)
+        query = torch.as_tensor(cld.labels[np.ix_(episode.query, episode.aux_task_indices)], dtype=torch.float32)
+        edges = label_edges(support, query, offset)
+        n = batch.labels.adjacency.shape[1]
+        adjacency = torch.zeros(n, n)
+        adjacency[edges.edge_index[1], edges.edge_index[0]] = 1.0
+        counts = torch.zeros(n, 4)
+        counts.index_put_((edges.edge_index[1], edges.edge_type), torch.ones(edges.edge_type.numel()), accumulate=True)
+        assert torch.equal(batch.labels.adjacency[k], adjacency)
+        assert torch.equal(batch.labels.type_counts[k], counts)
+
+
+@pytest.mark.parametrize("protocol", ["paper", "official"])
+def test_fast_evaluation_scores_equal_reference(cld, protocol):
+    model = PinTuningModel.for_dataset(cld, seed=0, protocol=protocol, encoder="gcn_scratch", eval_query_chunk=64,
+                                       **TINY)
+    model.fit(cld, steps=1, seed=0, progress=False)
+    episode = evaluation_episode(cld, cld.test_tasks[0], n_shot=5, seed=1)
+    frozen = model._frozen(cld)
+    # the official preset leaks BatchNorm statistics out of an evaluation: each path gets its own copy
+    reference = predict_episode(copy.deepcopy(model.model), cld, episode, frozen, seed=1)
+    fast = batched_predict_episode(model.model, DeviceDataset(cld), episode, frozen, seed=1, chunks_per_pass=2)
+    assert len(episode.query) % 64 != 0   # a ragged last chunk is covered
+    assert fast.shape == reference.shape and np.allclose(fast, reference, atol=1e-5)
+
+
+def test_fit_follows_the_reference_trajectory(cld, float64):
+    trained = []
+    for fast in (False, True):
+        model = PinTuningModel.for_dataset(cld, seed=0, encoder="gin_scratch", **TINY)
+        history = model.fit(cld, steps=3, seed=0, progress=False, fast=fast)
+        trained.append((model, [h["loss"] for h in history]))
+    (reference, ref_losses), (fast, fast_losses) = trained
+    assert fast_losses == pytest.approx(ref_losses, rel=1e-5)
+    for (name, a), (_, b) in zip(reference.model.named_parameters(), fast.model.named_parameters()):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name
+    for (name, a), (_, b) in zip(reference.model.named_buffers(), fast.model.named_buffers()):
+        assert torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-5), name
