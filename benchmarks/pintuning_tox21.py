@@ -13,6 +13,7 @@ Results are appended to a JSON file after every run, so an interrupted benchmark
 finished. Usage::
 
     python benchmarks/pintuning_tox21.py --method pintuning --seeds 0 1 2 --steps 100 --eval-every 25
+    python benchmarks/pintuning_tox21.py --steps 2000 --eval-every 100 --seeds 0 --out ...  # resumable
     python benchmarks/pintuning_tox21.py --method frozen --seeds 0 1 2
 """
 from __future__ import annotations
@@ -35,12 +36,37 @@ from deepchem_pintuning.pintuning import published_hyperparameters  # noqa: E402
 TOX21_SETTINGS = published_hyperparameters("tox21", 10)
 
 
-def run_pintuning(data, seed: int, steps: int, eval_every: int, protocol: str, encoder: str) -> dict:
+def run_pintuning(data, seed: int, steps: int, eval_every: int, protocol: str, encoder: str, fast: bool = True,
+                  workers: int = 2, checkpoint_dir: Path = None) -> dict:
+    """Meta-train in chunks of ``eval_every`` steps, each with its own (seed, step) sampler and torch seed.
+
+    After every chunk the model, its optimiser state and the history are saved under
+    ``checkpoint_dir``; a rerun of the same command continues from the last chunk and ends with the
+    same numbers as an uninterrupted run.
+    """
     from deepchem_pintuning.model import PinTuningModel
-    model = PinTuningModel.for_dataset(data, protocol=protocol, encoder=encoder, seed=seed, **TOX21_SETTINGS)
-    start = time.perf_counter()
-    history = model.fit(data, steps=steps, seed=seed, eval_every=eval_every, eval_seed=seed)
-    wall = time.perf_counter() - start
+    if checkpoint_dir is not None and (checkpoint_dir / "history.json").exists():
+        model = PinTuningModel.load(str(checkpoint_dir))
+        saved = json.loads((checkpoint_dir / "history.json").read_text())
+        model.history, wall = saved["history"], saved["wall_seconds"]
+        print(f"   resumed at step {model._global_step}", flush=True)
+    else:
+        model = PinTuningModel.for_dataset(data, protocol=protocol, encoder=encoder, seed=seed,
+                                           model_dir=str(checkpoint_dir) if checkpoint_dir else None, **TOX21_SETTINGS)
+        wall = 0.0
+    model.workers = workers
+    while model._global_step < steps:
+        done = model._global_step
+        torch.manual_seed(seed * 1_000_003 + done)
+        start = time.perf_counter()
+        model.fit(data, steps=min(eval_every, steps - done), seed=seed * 1_000_003 + done, eval_every=eval_every,
+                  eval_seed=seed, progress=False, fast=fast)
+        wall += time.perf_counter() - start
+        last = [h for h in model.history if "eval_roc_auc" in h]
+        print(f"   step {model._global_step}: ROC-AUC {last[-1]['eval_roc_auc']:.4f} ({wall:.0f} s)", flush=True)
+        if checkpoint_dir is not None:
+            (checkpoint_dir / "history.json").write_text(json.dumps({"history": model.history, "wall_seconds": wall}))
+    history = model.history
     evals = [h for h in history if "eval_roc_auc" in h]
     final = evals[-1] if evals and evals[-1]["step"] == steps else None
     if final is None:
@@ -57,6 +83,7 @@ def run_pintuning(data, seed: int, steps: int, eval_every: int, protocol: str, e
         "wall_seconds": wall, "parameters": model.parameter_summary(),
         "loss_first_10": float(np.mean([h["loss"] for h in history if "loss" in h][:10])),
         "loss_last_10": float(np.mean([h["loss"] for h in history if "loss" in h][-10:])),
+        "path": "fast" if fast else "reference", "workers": workers,
     }
 
 
@@ -79,6 +106,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="fast path on CPU: episodes computed in this many threads (one core each)")
+    parser.add_argument("--reference", action="store_true", help="per-episode reference path instead of the fast one")
+    parser.add_argument("--checkpoint-dir", default="runs/benchmarks",
+                        help="per-run checkpoints, so that an interrupted run continues where it stopped")
     parser.add_argument("--out", default=str(RESULTS / "pintuning_tox21.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -91,7 +123,9 @@ def main() -> None:
     for seed in args.seeds:
         print(f"== {key} seed {seed}", flush=True)
         if args.method == "pintuning":
-            run = run_pintuning(data, seed, args.steps, args.eval_every, args.protocol, args.encoder)
+            run = run_pintuning(data, seed, args.steps, args.eval_every, args.protocol, args.encoder,
+                                fast=not args.reference, workers=args.workers,
+                                checkpoint_dir=Path(args.checkpoint_dir) / f"{key}-{args.steps}steps-seed{seed}")
             run["steps"] = args.steps
         else:
             run = run_baseline(data, args.method, seed, args.encoder)

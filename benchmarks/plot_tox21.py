@@ -31,11 +31,13 @@ def row_name(run: dict) -> str:
     """Method key, plus the training length and number of evaluations for meta-trained runs.
 
     Runs of one method with a different number of evaluations are different selection protocols
-    (best of 2 is not best of 20), so they get separate rows.
+    (best of 2 is not best of 20), so they get separate rows; so do fast-path runs (same
+    mathematics, other random streams and speed).
     """
     if run["method"] != "pintuning":
         return run["key"]
-    return f"{run['key']} ({run['steps']} steps, {len(run['evaluations'])} evals)"
+    path = ", fast path" if run.get("path") == "fast" else ""
+    return f"{run['key']} ({run['steps']} steps, {len(run['evaluations'])} evals{path})"
 
 
 def short_name(name: str) -> str:

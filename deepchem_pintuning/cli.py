@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import List, Optional
 
@@ -49,6 +50,8 @@ def _train(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.workers < 1:
+        raise SystemExit("pintuning train: --workers must be at least 1")
     data = load_fewshot(args.dataset, data_dir=args.data_dir)
     settings = published_hyperparameters(args.dataset, args.shots)
     settings.update({k: v for k, v in (("inner_lr", args.inner_lr), ("meta_lr", args.meta_lr),
@@ -56,6 +59,7 @@ def _train(args: argparse.Namespace) -> None:
     model = PinTuningModel.for_dataset(data, protocol=args.protocol, encoder=args.encoder,
                                        encoder_path=args.encoder_path, model_dir=args.model_dir,
                                        seed=args.seed, **settings)
+    model.workers = args.workers
     summary = model.parameter_summary()
     print(f"Pin-Tuning on {data.name} ({args.shots}-shot, protocol {args.protocol}, encoder {args.encoder}): "
           f"{summary['trainable']:,} tuned / {summary['frozen']:,} frozen parameters")
@@ -147,7 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--emb-bwc-weight", type=float, default=None, help="default: the published setting")
     train.add_argument("--model-dir", default=None)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    train.add_argument("--threads", type=int, default=1,
+                       help="torch threads per worker (0: torch default). On a CPU, one thread per worker and one "
+                            "worker per core is fastest (docs/pintuning.md, 'Speed')")
+    train.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                       help="CPU worker threads, each computing whole episodes of an outer step and evaluation "
+                            "chunks (default: min(2, cores))")
     train.set_defaults(run=_train)
 
     predict = commands.add_parser("predict", help="score a library for a new assay given its support set")
