@@ -53,6 +53,7 @@ def run_pintuning(data, seed: int, steps: int, eval_every: int, protocol: str, e
     else:
         model = PinTuningModel.for_dataset(data, protocol=protocol, encoder=encoder, seed=seed,
                                            model_dir=str(checkpoint_dir) if checkpoint_dir else None, **TOX21_SETTINGS)
+        model._ensure_built()
         wall = 0.0
     model.workers = workers
     while model._global_step < steps:

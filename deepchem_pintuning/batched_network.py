@@ -94,7 +94,11 @@ def linear_table(table: torch.Tensor, layer: nn.Linear, bias: bool = True) -> to
 
 def adapter_hook(adapters: MPAdapterStack, params: ParamView, prefix: str, graphs: GraphBatch,
                  mol_context: torch.Tensor, prop_context: torch.Tensor) -> AtomHook:
-    """Batched ``MPAdapterStack.hook`` (paper Eq. 7) with contexts per molecule ``[E, M, d]`` and per episode ``[E, 1, d]``."""
+    """Batched ``MPAdapterStack.hook`` (paper Eq. 7) with contexts per molecule ``[E, M, d]``.
+
+    The property context is one per episode ``[E, 1, d]``, or one per molecule ``[E, M, d]`` when
+    every molecule has a context graph of its own (inductive scoring).
+    """
     dim = mol_context.size(-1)
     n_groups, slots = graphs.n_groups, graphs.n_atom_slots
 
@@ -109,7 +113,8 @@ def adapter_hook(adapters: MPAdapterStack, params: ParamView, prefix: str, graph
         elif adapter.separate:
             parts = [linear(x, params.get(f"{name}down.{i}.weight"), params.get(f"{name}down.{i}.bias"))
                      for i, x in enumerate((h, mol_context, prop_context))]
-            z = torch.cat([parts[0], to_atoms(parts[1]), parts[2].expand(-1, slots, -1)], dim=-1)
+            prop = parts[2].expand(-1, slots, -1) if parts[2].size(1) == 1 else to_atoms(parts[2])
+            z = torch.cat([parts[0], to_atoms(parts[1]), prop], dim=-1)
         else:
             weight, bias = params.get(f"{name}down.weight"), params.get(f"{name}down.bias")
             context = linear(mol_context, weight[..., dim:2 * dim]) + linear(prop_context, weight[..., 2 * dim:], bias)
@@ -150,10 +155,14 @@ def batched_forward(model: PinTuning, stacked: Dict[str, torch.Tensor], batch: E
     hook = adapter_hook(model.adapters, params, "adapters.", graphs, mol_context, prop_context)
     adapted = encode(model.encoder, params, "encoder.", graphs, state, hook)
     features = torch.cat([frozen, mol_context, prop_context.expand_as(frozen), adapted], dim=-1)
+    vectors = prop_context[:, 0] + torch.sigmoid(mol_context[:, :batch.n_support].mean(1))
+    return classify(model, params, features, state), vectors
+
+
+def classify(model: PinTuning, params: ParamView, features: torch.Tensor, state: Optional[PassState]) -> torch.Tensor:
+    """The classifier MLP on ``[f || c_m || c_p || a]`` features ``[E, M, 4d]``: logits ``[E, M]``."""
     hidden = linear(features, params.get("classifier.0.weight"), params.get("classifier.0.bias"))
     norm = model.classifier[1]
     hidden = torch.relu(batch_norm(hidden, norm, params.get("classifier.1.weight"), params.get("classifier.1.bias"),
                                    norm.training, state))
-    logits = linear(hidden, params.get("classifier.3.weight"), params.get("classifier.3.bias")).squeeze(-1)
-    vectors = prop_context[:, 0] + torch.sigmoid(mol_context[:, :batch.n_support].mean(1))
-    return logits, vectors
+    return linear(hidden, params.get("classifier.3.weight"), params.get("classifier.3.bias")).squeeze(-1)

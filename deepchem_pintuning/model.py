@@ -23,7 +23,8 @@ from deepchem_pintuning.episodes import Episode, EpisodeSampler, evaluation_epis
 from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
 from deepchem_pintuning.meta_training import episode_inputs, meta_loss, predict_episode
 from deepchem_pintuning.pintuning import PinTuning, PinTuningConfig
-from deepchem_pintuning.user_assay import build_user_episode
+from deepchem_pintuning.inductive import AdaptedSupport, adapt_to_support, score_molecules
+from deepchem_pintuning.user_assay import build_user_episode, featurize_or_skip, featurize_support
 
 logger = logging.getLogger(__name__)
 
@@ -217,17 +218,37 @@ class PinTuningModel(TorchModel):
 
     # ------------------------------------------------------------------ prediction
     def evaluate_fewshot(self, data: FewShotDataset, seed: int = 0, tasks: Optional[Sequence[str]] = None,
-                         metrics: Sequence[dc.metrics.Metric] = DEFAULT_METRICS, fast: bool = True) -> Dict:
+                         metrics: Sequence[dc.metrics.Metric] = DEFAULT_METRICS, fast: bool = True,
+                         protocol: str = "paper") -> Dict:
         """Score the fixed evaluation episodes of ``seed`` (default: the meta-test properties).
 
+        Parameters
+        ----------
+        protocol: str, default "paper"
+            ``"paper"``: the published, transductive protocol (up to ``eval_query_chunk`` query
+            molecules share a context graph; query molecules' labels on the training properties are
+            visible; the adaptation step sees a random sample of the query). ``"deployment"``: what
+            :meth:`predict_smiles` does for a user: no auxiliary labels for any molecule, adaptation
+            on the support alone, every query molecule on a context graph of its own
+            (:mod:`deepchem_pintuning.inductive`).
+        fast: bool, default True
+            ``False`` scores the paper protocol with the per-chunk reference implementation.
+
         Returns the unweighted mean over properties of each metric, plus ``per_task`` scores.
-        ``fast=False`` scores with the per-chunk reference implementation.
         """
+        if protocol not in ("paper", "deployment"):
+            raise ValueError(f"protocol must be 'paper' or 'deployment', got {protocol!r}")
         self._ensure_built()
         frozen = self._frozen(data)
         per_task: Dict[str, Dict[str, float]] = {}
         for episode in evaluation_episodes(data, self.config.n_shot, seed, tasks):
-            if fast:
+            if protocol == "deployment":
+                labels = np.full((len(episode.support), 1 + len(episode.aux_task_indices)), np.nan)
+                labels[:, 0] = episode.support_labels
+                adapted = adapt_to_support(self.model, [data.graphs[i] for i in episode.support], labels,
+                                           episode.task_index, episode.aux_task_indices, seed, device=self.device)
+                scores = score_molecules(self.model, adapted, [data.graphs[i] for i in episode.query])
+            elif fast:
                 scores = batched_predict_episode(self.model, self._on_device(data), episode, frozen, seed,
                                                  self.eval_chunks_per_pass, self.workers)
             else:
@@ -238,20 +259,48 @@ class PinTuningModel(TorchModel):
         result["per_task"] = per_task
         return result
 
+    def adapt_to_assay(self, support_smiles: Sequence[str], support_labels: Sequence[float],
+                       seed: int = 0) -> AdaptedSupport:
+        """Adapt to a new assay from its labelled support SMILES (for :meth:`score_graphs`).
+
+        The new assay takes the model's spare property row; the meta-training properties are its
+        auxiliary properties, with every label missing (a user's molecules have none). The model
+        itself is not modified. Raises ``ValueError`` for labels other than 0/1 or fewer than two
+        actives or two inactives.
+        """
+        self._ensure_built()
+        graphs, labels = featurize_support(support_smiles, support_labels)
+        aux = [i for i in range(self.n_tasks) if i not in set(self.test_task_ids)]
+        table = np.full((len(labels), 1 + len(aux)), np.nan)
+        table[:, 0] = labels
+        return adapt_to_support(self.model, graphs, table, self.n_tasks, aux, seed, device=self.device)
+
+    def score_graphs(self, adapted: AdaptedSupport, graphs: Sequence, batch_size: int = 256) -> np.ndarray:
+        """Inductive scores of featurized molecules for an assay from :meth:`adapt_to_assay`."""
+        return score_molecules(self.model, adapted, graphs, batch_size)
+
     def predict_smiles(self, support_smiles: Sequence[str], support_labels: Sequence[float],
-                       query_smiles: Sequence[str], seed: int = 0) -> np.ndarray:
+                       query_smiles: Sequence[str], seed: int = 0, transductive: bool = False) -> np.ndarray:
         """Probability of activity of ``query_smiles`` on a new assay given its labelled support set.
 
-        The new assay's molecules carry no labels on the meta-training properties, so their label
-        edges in the context graph are all "missing". SMILES that cannot be featurized are skipped
-        and logged (their score is NaN). Raises ``ValueError`` when fewer than two actives or two
-        inactives remain in the support set.
+        By default every molecule is scored on its own context graph (support + that molecule,
+        :mod:`deepchem_pintuning.inductive`): the same inputs give the same scores and a score
+        does not depend on the other query molecules. ``transductive=True`` scores as in the paper's
+        evaluation (query chunks share a context graph; the adaptation sees a random query sample).
+        SMILES that cannot be featurized get NaN (logged). Raises ``ValueError`` when fewer than
+        two actives or two inactives remain in the support set.
         """
-        data, episode, kept = build_user_episode(support_smiles, support_labels, query_smiles, self.n_tasks,
-                                                 self.test_task_ids)
         self._ensure_built()
         scores = np.full(len(query_smiles), np.nan)
-        scores[kept] = predict_episode(self.model, data, episode, None, seed, self.device)
+        if transductive:
+            data, episode, kept = build_user_episode(support_smiles, support_labels, query_smiles, self.n_tasks,
+                                                     self.test_task_ids)
+            scores[kept] = predict_episode(self.model, data, episode, None, seed, self.device)
+            return scores
+        adapted = self.adapt_to_assay(support_smiles, support_labels, seed)
+        graphs, kept, _ = featurize_or_skip(query_smiles, "query")
+        if graphs:
+            scores[kept] = self.score_graphs(adapted, graphs)
         return scores
 
     def save_checkpoint(self, max_checkpoints_to_keep: int = 5, model_dir: Optional[str] = None) -> None:

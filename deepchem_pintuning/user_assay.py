@@ -33,6 +33,31 @@ def featurize_or_skip(smiles: Sequence[str], role: str) -> Tuple[List, List[int]
     return graphs, kept, skipped
 
 
+def featurize_support(support_smiles: Sequence[str], support_labels: Sequence[float]) -> Tuple[List, np.ndarray]:
+    """Featurized support molecules and their 0/1 labels; unparsable molecules skipped and logged.
+
+    Raises ``ValueError`` for labels other than 0/1 and when fewer than two actives or two inactives remain.
+
+    Examples
+    --------
+    >>> graphs, labels = featurize_support(["CCO", "CCN", "CCC", "CCCl", "C1C"], [1, 1, 0, 0, 1])
+    >>> len(graphs), labels.tolist()
+    (4, [1.0, 1.0, 0.0, 0.0])
+    """
+    labels = np.asarray(support_labels, dtype=np.float64)
+    if len(labels) != len(support_smiles):
+        raise ValueError(f"{len(support_smiles)} support SMILES but {len(labels)} labels")
+    if np.isnan(labels).any() or not np.isin(labels, (0.0, 1.0)).all():
+        raise ValueError("support labels must be 0 (inactive) or 1 (active), without missing values")
+    graphs, kept, _ = featurize_or_skip(support_smiles, "support")
+    labels = labels[kept]
+    n_active, n_inactive = int(labels.sum()), int((labels == 0).sum())
+    if n_active < MIN_PER_CLASS or n_inactive < MIN_PER_CLASS:
+        raise ValueError(f"the support set needs at least {MIN_PER_CLASS} actives and {MIN_PER_CLASS} "
+                         f"inactives; got {n_active} actives and {n_inactive} inactives")
+    return graphs, labels
+
+
 def build_user_episode(support_smiles: Sequence[str], support_labels: Sequence[float],
                        query_smiles: Sequence[str], n_tasks: int,
                        test_task_ids: Sequence[int]) -> Tuple[FewShotDataset, Episode, List[int]]:
@@ -49,18 +74,8 @@ def build_user_episode(support_smiles: Sequence[str], support_labels: Sequence[f
     >>> ep.task_index, ep.aux_task_indices.tolist(), ep.query.tolist(), kept
     (3, [0, 1], [4], [0])
     """
-    labels = np.asarray(support_labels, dtype=np.float64)
-    if len(labels) != len(support_smiles):
-        raise ValueError(f"{len(support_smiles)} support SMILES but {len(labels)} labels")
-    if np.isnan(labels).any() or not np.isin(labels, (0.0, 1.0)).all():
-        raise ValueError("support labels must be 0 (inactive) or 1 (active), without missing values")
-    support_graphs, support_kept, _ = featurize_or_skip(support_smiles, "support")
+    support_graphs, labels = featurize_support(support_smiles, support_labels)
     query_graphs, query_kept, _ = featurize_or_skip(query_smiles, "query")
-    labels = labels[support_kept]
-    n_active, n_inactive = int(labels.sum()), int((labels == 0).sum())
-    if n_active < MIN_PER_CLASS or n_inactive < MIN_PER_CLASS:
-        raise ValueError(f"the support set needs at least {MIN_PER_CLASS} actives and {MIN_PER_CLASS} "
-                         f"inactives; got {n_active} actives and {n_inactive} inactives")
     if not query_graphs:
         raise ValueError("no query molecule to score")
     graphs = support_graphs + query_graphs

@@ -1,0 +1,135 @@
+"""Inductive few-shot scoring: each molecule scored on a context graph of its own.
+
+The paper's evaluation is transductive: up to 128 query molecules share one context graph, so a
+molecule's score depends on which molecules it was batched with, and the test-time adaptation sees
+a random sample of the library. For ranking a user's library that is the wrong contract. Here:
+
+1. :func:`adapt_to_support`: the inner step(s) on the support set alone (its own context graph,
+   train mode as in meta-training, dropout from a generator seeded by ``seed``). The model itself
+   is left untouched (BatchNorm running statistics are not updated).
+2. :func:`score_molecules`: for every molecule, the context graph ``support + that molecule`` in
+   eval mode. With BatchNorm in eval mode nothing else couples the molecules, so only the scored
+   molecule goes through the adapted encoder (the support molecules' own outputs are not needed),
+   and many molecules are scored at once as a batch of small graphs.
+
+A score therefore depends only on the model, the support set, ``seed`` and the molecule: the same
+call gives the same scores, and a molecule's score does not change with the rest of the library.
+Auxiliary-property labels are whatever the caller passes: a user's molecules have none (all
+"missing"), which is also the deployment protocol of the benchmarks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+from deepchem_pintuning.batched_context import context_forward
+from deepchem_pintuning.batched_meta_training import batched_inner_adapt
+from deepchem_pintuning.batched_network import ParamView, adapter_hook, classify, encode, lookup
+from deepchem_pintuning.episode_batch import (EpisodeBatch, GraphBatch, LabelGraph, PackedGraphs, dense_label_graph,
+                                              gather_graphs)
+from deepchem_pintuning.grouped_ops import PassState
+from deepchem_pintuning.pintuning import PinTuning
+
+
+@dataclass
+class AdaptedSupport:
+    """A model adapted to one assay's support set: what :func:`score_molecules` needs."""
+
+    fast: Dict[str, torch.Tensor]   # adapted tuned parameters (shared by every scored molecule)
+    frozen: torch.Tensor            # [n_support, d] frozen-encoder vectors of the support (eval mode)
+    labels: torch.Tensor            # [n_support, P] support labels on [target, aux...] (NaN = missing)
+    property_ids: torch.Tensor      # [1, P] property-embedding rows of the target and auxiliary properties
+    query_aux_labels: torch.Tensor  # [P - 1] auxiliary labels every scored molecule gets (NaN = missing)
+
+
+def _frozen_vectors(model: PinTuning, graphs: GraphBatch) -> torch.Tensor:
+    """Frozen-encoder vectors ``[E, M, d]`` in eval mode (per molecule, no batch statistics)."""
+    was_training = model.frozen_encoder.training
+    model.frozen_encoder.eval()
+    try:
+        with torch.no_grad():
+            return encode(model.frozen_encoder, ParamView(model, {}), "frozen_encoder.", graphs, None)
+    finally:
+        model.frozen_encoder.train(was_training)
+
+
+def adapt_to_support(model: PinTuning, graphs: Sequence, labels: np.ndarray, task_id: int, aux_ids: Sequence[int],
+                     seed: int = 0, query_aux_labels: Optional[np.ndarray] = None,
+                     device: Optional[torch.device] = None) -> AdaptedSupport:
+    """Test-time adaptation on a support set alone; the model is not modified.
+
+    Parameters
+    ----------
+    graphs: sequence of GraphData
+        Featurized support molecules.
+    labels: array [n_support, P]
+        Labels on ``[target, aux...]`` (target 0/1; auxiliary labels NaN when unknown).
+    task_id, aux_ids: int, sequence of int
+        Property-embedding rows of the target and of the auxiliary properties.
+    seed: int
+        Seeds the dropout of the adaptation step (train mode, as in meta-training).
+    query_aux_labels: array [P - 1], optional
+        Auxiliary labels every scored molecule gets (default: all missing).
+    """
+    n_support, n_props = labels.shape
+    dtype = torch.get_default_dtype()
+    graph_batch = gather_graphs(PackedGraphs(graphs, device), torch.arange(n_support).view(1, -1))
+    label_table = torch.as_tensor(labels, dtype=dtype, device=device)
+    property_ids = torch.as_tensor([task_id, *aux_ids], device=device).view(1, -1)
+    frozen = _frozen_vectors(model, graph_batch)
+    batch = EpisodeBatch(
+        graphs=graph_batch, frozen=None if model.config.frozen_encoder_train_mode else frozen,
+        property_ids=property_ids,
+        labels=dense_label_graph(label_table[None], label_table.new_zeros(1, 0, n_props - 1),
+                                 model.config.query_aux_offset),
+        n_support=n_support, support_labels=label_table[None, :, 0], query_labels=None,
+        task_ids=property_ids[:, 0])
+    was_training = model.training
+    model.train()
+    try:
+        generator = torch.Generator(device=label_table.device).manual_seed(seed)
+        # the pass state collects BatchNorm statistics and is dropped: running statistics stay as they are
+        fast = batched_inner_adapt(model, batch, model.trainable_parameters(), model.config.inner_lr,
+                                   model.config.inner_steps, False, PassState(generator))
+    finally:
+        model.train(was_training)
+    aux = np.full(n_props - 1, np.nan) if query_aux_labels is None else np.asarray(query_aux_labels, dtype=float)
+    return AdaptedSupport({name: p.detach() for name, p in fast.items()}, frozen[0], label_table, property_ids,
+                          torch.as_tensor(aux, dtype=dtype, device=label_table.device))
+
+
+def score_molecules(model: PinTuning, adapted: AdaptedSupport, graphs: Sequence, batch_size: int = 256) -> np.ndarray:
+    """Probability of activity of every molecule in ``graphs``, each on its own context graph."""
+    scores = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(graphs), batch_size):
+                scores.append(_score_chunk(model, adapted, graphs[start:start + batch_size]))
+    finally:
+        model.train(was_training)
+    return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
+
+
+def _score_chunk(model: PinTuning, adapted: AdaptedSupport, graphs: Sequence) -> np.ndarray:
+    n_mols, (n_support, n_props) = len(graphs), adapted.labels.shape
+    chunk = gather_graphs(PackedGraphs(graphs, adapted.frozen.device), torch.arange(n_mols).view(1, -1))
+    frozen = _frozen_vectors(model, chunk)[0]                                                   # [B, d]
+    params = ParamView(model, adapted.fast)
+    labels = dense_label_graph(adapted.labels[None], adapted.query_aux_labels.view(1, 1, -1),
+                               model.config.query_aux_offset)
+    labels = LabelGraph(*(t.expand(n_mols, *t.shape[1:]) for t in (labels.adjacency, labels.type_counts,
+                                                                    labels.in_degree)))
+    mol_x = torch.cat([adapted.frozen.expand(n_mols, -1, -1), frozen.unsqueeze(1)], dim=1)     # [B, n_s + 1, d]
+    prop_x = lookup(params.get("property_embedding.weight"), adapted.property_ids).expand(n_mols, -1, -1)
+    nodes = context_forward(model.context, params, "context.", prop_x, mol_x, labels, None)
+    prop_context, mol_context = nodes[:, 0], nodes[:, n_props + n_support]                     # [B, d] each
+    hook = adapter_hook(model.adapters, params, "adapters.", chunk, mol_context.unsqueeze(0),
+                        prop_context.unsqueeze(0))
+    vectors = encode(model.encoder, params, "encoder.", chunk, None, hook)[0]                   # [B, d]
+    features = torch.cat([frozen, mol_context, prop_context, vectors], dim=-1).unsqueeze(0)
+    return torch.sigmoid(classify(model, params, features, None)).view(-1).cpu().numpy()

@@ -1,0 +1,95 @@
+"""Inductive (per-molecule) scoring: same numbers as the reference network, deterministic, library-independent."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call
+
+from deepchem_pintuning.batching import collate_graphs
+from deepchem_pintuning.context_graph import label_edges
+from deepchem_pintuning.episodes import evaluation_episode
+from deepchem_pintuning.inductive import adapt_to_support, score_molecules
+from deepchem_pintuning.meta_training import inner_adapt
+from deepchem_pintuning.model import PinTuningModel
+from deepchem_pintuning.pintuning import EpisodeInputs
+
+TINY = dict(emb_dim=32, num_layer=2, adapter_dim=8, context_edge_hidden=8, encoder_dropout=0.0,
+            context_dropout=0.0, n_shot=5, inner_lr=0.1, meta_lr=3e-3)
+
+
+@pytest.fixture(scope="module")
+def trained(cld):
+    model = PinTuningModel.for_dataset(cld, seed=0, encoder="gcn_scratch", **TINY)
+    model.fit(cld, steps=2, seed=0, progress=False)
+    return model
+
+
+def _support(cld, episode):
+    labels = np.full((len(episode.support), 1 + len(episode.aux_task_indices)), np.nan)
+    labels[:, 0] = episode.support_labels
+    return [cld.graphs[i] for i in episode.support], labels
+
+
+def _inputs(model, graphs, labels, task, aux, n_query):
+    """Reference context graph: support + ``n_query`` molecules, no auxiliary labels anywhere."""
+    net = model.model
+    net.frozen_encoder.eval()
+    batch = collate_graphs(graphs)
+    with torch.no_grad():
+        frozen = net.frozen_encoder.embed(batch)
+    support_labels = torch.as_tensor(labels, dtype=torch.float32)
+    query_aux = torch.full((n_query, labels.shape[1] - 1), float("nan"))
+    return EpisodeInputs(graphs=batch, frozen=frozen, property_ids=torch.as_tensor([task, *aux]),
+                         label_edges=label_edges(support_labels, query_aux, net.config.query_aux_offset),
+                         n_support=len(labels), support_labels=support_labels[:, 0])
+
+
+def test_inductive_scores_equal_the_reference_network(cld, trained):
+    net = trained.model
+    episode = evaluation_episode(cld, cld.test_tasks[0], n_shot=5, seed=0)
+    graphs, labels = _support(cld, episode)
+    task, aux = episode.task_index, list(episode.aux_task_indices)
+    adapted = adapt_to_support(net, graphs, labels, task, aux, seed=0)
+
+    reference = copy.deepcopy(net).train()
+    fast = inner_adapt(reference, _inputs(trained, graphs, labels, task, aux, 0), reference.trainable_parameters(),
+                       trained.config.inner_lr, trained.config.inner_steps, create_graph=False)
+    for name, value in fast.items():
+        assert torch.allclose(adapted.fast[name], value, atol=1e-5), name
+
+    queries = list(episode.query[:6])
+    scores = score_molecules(net, adapted, [cld.graphs[i] for i in queries], batch_size=4)
+    reference = copy.deepcopy(net).eval()   # the reference adaptation moved its copy's BatchNorm statistics
+    with torch.no_grad():
+        for molecule, score in zip(queries, scores):
+            inputs = _inputs(trained, graphs + [cld.graphs[molecule]], labels, task, aux, 1)
+            logits, _ = functional_call(reference, {k: v.detach() for k, v in fast.items()}, (inputs,))
+            assert score == pytest.approx(float(torch.sigmoid(logits[-1])), abs=1e-5)
+
+
+def test_scores_are_deterministic_and_independent_of_the_library(cld, trained):
+    smiles = [cld.smiles[i] for i in range(40)]
+    episode = evaluation_episode(cld, cld.test_tasks[1], n_shot=5, seed=0)
+    support = [cld.smiles[i] for i in episode.support]
+    buffers = {n: b.clone() for n, b in trained.model.named_buffers()}
+    first = trained.predict_smiles(support, episode.support_labels, smiles, seed=3)
+    assert np.array_equal(first, trained.predict_smiles(support, episode.support_labels, smiles, seed=3))
+    order = np.random.default_rng(0).permutation(len(smiles))
+    shuffled = trained.predict_smiles(support, episode.support_labels, [smiles[i] for i in order], seed=3)
+    assert np.allclose(shuffled, first[order], atol=1e-6, rtol=0)
+    twice = trained.predict_smiles(support, episode.support_labels, [smiles[5]] * 3 + smiles[:2], seed=3)
+    assert twice[0] == twice[1] == twice[2] and twice[0] == pytest.approx(first[5], abs=1e-6)
+    alone = trained.predict_smiles(support, episode.support_labels, [smiles[7]], seed=3)
+    assert alone[0] == pytest.approx(first[7], abs=1e-6)
+    assert all(torch.equal(buffers[n], b) for n, b in trained.model.named_buffers())   # the model is untouched
+
+
+def test_deployment_protocol_hides_auxiliary_labels(cld, trained):
+    deployment = trained.evaluate_fewshot(cld, seed=0, tasks=cld.test_tasks[:2], protocol="deployment")
+    again = trained.evaluate_fewshot(cld, seed=0, tasks=cld.test_tasks[:2], protocol="deployment")
+    assert deployment["per_task"] == again["per_task"]                 # deterministic
+    assert set(deployment["per_task"]) == set(cld.test_tasks[:2])
+    assert all(0 <= s["roc_auc"] <= 1 for s in deployment["per_task"].values())
+    with pytest.raises(ValueError, match="protocol"):
+        trained.evaluate_fewshot(cld, protocol="transductive")
