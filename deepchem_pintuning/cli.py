@@ -5,7 +5,8 @@
 * ``pintuning train --dataset tox21 --steps 20 --model-dir runs/tox21``: meta-train Pin-Tuning and
   print the ROC-AUC on the meta-test properties.
 * ``pintuning predict --model-dir runs/tox21 --support assay.csv --library library.csv --out scores.csv``:
-  score a library for a new assay from its labelled support set (CSV columns ``smiles,label``).
+  score a library (CSV or SDF) for a new assay from its labelled support set, streamed, each
+  molecule on its own context graph (:mod:`deepchem_pintuning.inductive`).
 """
 from __future__ import annotations
 
@@ -75,24 +76,62 @@ def _train(args: argparse.Namespace) -> None:
     print(f"model saved in {model.model_dir}")
 
 
-def _predict(args: argparse.Namespace) -> None:
+def _read_support(path: str, smiles_column, label_column):
+    """SMILES and 0/1 labels of a support CSV; a one-line error names the file, row and value."""
     import pandas as pd
 
+    from deepchem_pintuning.library_io import UserInputError, check_readable_file, find_column
+
+    file = check_readable_file(path, "--support")
+    try:
+        frame = pd.read_csv(file, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, UnicodeDecodeError, pd.errors.ParserError) as error:
+        raise UserInputError(f"--support {path} is not a readable CSV file: {str(error).splitlines()[0]}") from None
+    smiles = find_column(list(frame.columns), smiles_column, "smiles", file, "--smiles-column")
+    label = find_column(list(frame.columns), label_column, "label", file, "--label-column")
+    if frame.empty:
+        raise UserInputError(f"--support {path} has no rows")
+    labels = []
+    for row, value in enumerate(frame[label].str.strip(), start=2):
+        if value not in ("0", "1", "0.0", "1.0"):
+            raise UserInputError(f"--support {path} row {row}: label {value!r} is not 0 or 1")
+        labels.append(float(value))
+    return frame[smiles].str.strip().tolist(), labels
+
+
+def _predict(args: argparse.Namespace) -> None:
+    import torch
+    from tqdm.auto import tqdm
+
+    from deepchem_pintuning.library_io import (UserInputError, check_readable_file, check_writable_output,
+                                               count_records, read_library)
     from deepchem_pintuning.model import PinTuningModel
 
-    support = pd.read_csv(args.support)
-    library = pd.read_csv(args.library)
-    for frame, path, columns in ((support, args.support, ("smiles", "label")), (library, args.library, ("smiles",))):
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise SystemExit(f"{path} lacks the column(s) {missing}; found {list(frame.columns)}")
-    model = PinTuningModel.load(args.model_dir)
-    scores = model.predict_smiles(support["smiles"].astype(str).tolist(), support["label"].tolist(),
-                                  library["smiles"].astype(str).tolist(), seed=args.seed)
-    library["score"] = scores
-    library.to_csv(args.out, index=False)
-    print(f"scored {int(np.isfinite(scores).sum())} of {len(library)} molecules "
-          f"({int(np.isnan(scores).sum())} could not be featurized, score left empty) -> {args.out}")
+    out = check_writable_output(args.out)
+    library = check_readable_file(args.library, "--library")
+    if args.batch_size < 1:
+        raise UserInputError("--batch-size must be at least 1")
+    support_smiles, support_labels = _read_support(args.support, args.smiles_column, args.label_column)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = PinTuningModel.load(args.model_dir, device=torch.device(args.device))
+    try:
+        adapted = model.adapt_to_assay(support_smiles, support_labels, seed=args.seed)
+    except ValueError as error:
+        raise UserInputError(f"--support {args.support}: {error}") from None
+    total, scored, n_rows = count_records(library), 0, 0
+    chunks = read_library(library, args.smiles_column, args.id_column, chunk_size=max(args.batch_size, 1000))
+    with open(out, "w", newline="") as handle, tqdm(total=total, unit="mol", desc="scoring",
+                                                     disable=args.quiet) as bar:
+        for number, (rows, smiles) in enumerate(chunks):
+            scores, reasons = model.score_smiles(adapted, smiles, args.batch_size)
+            rows = rows.assign(score=scores, reason=reasons)
+            rows.to_csv(handle, header=number == 0, index=False, float_format="%.6f")
+            handle.flush()
+            scored, n_rows = scored + int(np.isfinite(scores).sum()), n_rows + len(rows)
+            bar.update(len(rows))
+    print(f"scored {scored} of {n_rows} molecules ({n_rows - scored} could not be featurized: empty score, "
+          f"reason column) -> {out}")
 
 
 def _pretrain(args: argparse.Namespace) -> None:
@@ -159,21 +198,40 @@ def build_parser() -> argparse.ArgumentParser:
                             "chunks (default: min(2, cores))")
     train.set_defaults(run=_train)
 
-    predict = commands.add_parser("predict", help="score a library for a new assay given its support set")
+    predict = commands.add_parser(
+        "predict", help="score a library for a new assay given its support set (each molecule scored on its own, "
+                        "streamed: every input row is written, in order, with a score or a reason)")
     predict.add_argument("--model-dir", required=True)
-    predict.add_argument("--support", required=True, help="CSV with columns smiles,label (0/1)")
-    predict.add_argument("--library", required=True, help="CSV with a smiles column")
-    predict.add_argument("--out", required=True)
-    predict.add_argument("--seed", type=int, default=0)
+    predict.add_argument("--support", required=True, help="CSV with a SMILES column and a 0/1 label column")
+    predict.add_argument("--library", required=True, help="CSV with a SMILES column, or an SDF file (every record)")
+    predict.add_argument("--out", required=True, help="output CSV: the input rows + score + reason")
+    predict.add_argument("--smiles-column", default=None, help="SMILES column of both CSVs (default: 'smiles')")
+    predict.add_argument("--label-column", default=None, help="label column of --support (default: 'label')")
+    predict.add_argument("--id-column", default=None,
+                         help="CSV: a column that must exist; SDF: a record property copied to the output")
+    predict.add_argument("--seed", type=int, default=0, help="seeds the adaptation step's dropout")
+    predict.add_argument("--batch-size", type=int, default=256, help="molecules scored per batch")
+    predict.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    predict.add_argument("--threads", type=int, default=1,
+                         help="torch CPU threads (0: torch default). Scores are bit-reproducible for a given "
+                              "thread count; other counts round differently (~1e-6)")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(run=_predict)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run a command; a user error prints one line (``pintuning: error: ...``) and returns 2."""
+    from deepchem_pintuning.library_io import UserInputError
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    args.run(args)
+    try:
+        args.run(args)
+    except (UserInputError, FileNotFoundError) as error:
+        print(f"pintuning: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -24,7 +24,7 @@ from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
 from deepchem_pintuning.meta_training import episode_inputs, meta_loss, predict_episode
 from deepchem_pintuning.pintuning import PinTuning, PinTuningConfig
 from deepchem_pintuning.inductive import AdaptedSupport, adapt_to_support, score_molecules
-from deepchem_pintuning.user_assay import build_user_episode, featurize_or_skip, featurize_support
+from deepchem_pintuning.user_assay import build_user_episode, featurize_support, featurize_with_reasons
 
 logger = logging.getLogger(__name__)
 
@@ -269,15 +269,27 @@ class PinTuningModel(TorchModel):
         actives or two inactives.
         """
         self._ensure_built()
-        graphs, labels = featurize_support(support_smiles, support_labels)
+        graphs, labels, _ = featurize_support(support_smiles, support_labels)
         aux = [i for i in range(self.n_tasks) if i not in set(self.test_task_ids)]
         table = np.full((len(labels), 1 + len(aux)), np.nan)
         table[:, 0] = labels
         return adapt_to_support(self.model, graphs, table, self.n_tasks, aux, seed, device=self.device)
 
-    def score_graphs(self, adapted: AdaptedSupport, graphs: Sequence, batch_size: int = 256) -> np.ndarray:
-        """Inductive scores of featurized molecules for an assay from :meth:`adapt_to_assay`."""
-        return score_molecules(self.model, adapted, graphs, batch_size)
+    def score_smiles(self, adapted: AdaptedSupport, smiles: Sequence[str],
+                     batch_size: int = 256) -> Tuple[np.ndarray, List[str]]:
+        """Inductive scores of ``smiles`` for an assay from :meth:`adapt_to_assay`, and a reason per molecule.
+
+        Every distinct SMILES is featurized and scored once, so copies get identical scores. A
+        molecule that cannot be featurized gets NaN and the reason (``""`` for scored molecules).
+        """
+        unique = list(dict.fromkeys(smiles))
+        graphs, kept, reasons = featurize_with_reasons(unique)
+        scores = np.full(len(unique), np.nan)
+        if graphs:
+            scores[kept] = score_molecules(self.model, adapted, graphs, batch_size)
+        position = {s: i for i, s in enumerate(unique)}
+        index = np.array([position[s] for s in smiles], dtype=np.int64)
+        return scores[index], [reasons[i] for i in index]
 
     def predict_smiles(self, support_smiles: Sequence[str], support_labels: Sequence[float],
                        query_smiles: Sequence[str], seed: int = 0, transductive: bool = False) -> np.ndarray:
@@ -297,10 +309,11 @@ class PinTuningModel(TorchModel):
                                                      self.test_task_ids)
             scores[kept] = predict_episode(self.model, data, episode, None, seed, self.device)
             return scores
-        adapted = self.adapt_to_assay(support_smiles, support_labels, seed)
-        graphs, kept, _ = featurize_or_skip(query_smiles, "query")
-        if graphs:
-            scores[kept] = self.score_graphs(adapted, graphs)
+        scores, reasons = self.score_smiles(self.adapt_to_assay(support_smiles, support_labels, seed), query_smiles)
+        failed = [(s, r) for s, r in zip(query_smiles, reasons) if r]
+        if failed:
+            logger.warning("query: %d of %d molecules cannot be featurized (score NaN), e.g. %r (%s)",
+                           len(failed), len(query_smiles), *failed[0])
         return scores
 
     def save_checkpoint(self, max_checkpoints_to_keep: int = 5, model_dir: Optional[str] = None) -> None:

@@ -9,40 +9,69 @@ import numpy as np
 
 from deepchem_pintuning.data import FewShotDataset
 from deepchem_pintuning.episodes import Episode
-from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
+from rdkit import Chem, rdBase
+
+from deepchem_pintuning.featurizer import PretrainGNNFeaturizer, UnsupportedMoleculeError
 
 logger = logging.getLogger(__name__)
 
 MIN_PER_CLASS = 2
 
 
+def featurize_with_reasons(smiles: Sequence[str]) -> Tuple[List, List[int], List[str]]:
+    """Featurize ``smiles`` (each parsed once); return the graphs, their positions, and a reason per input.
+
+    The reason is ``""`` for a featurized molecule.
+
+    Examples
+    --------
+    >>> graphs, kept, reasons = featurize_with_reasons(["CCO", "", "C1CC", "[Na+].[Cl-]"])
+    >>> kept, reasons[:3]
+    ([0, 3], ['', 'empty SMILES', 'RDKit could not parse the SMILES'])
+    """
+    featurizer = PretrainGNNFeaturizer()
+    graphs, kept, reasons = [], [], []
+    with rdBase.BlockLogs():
+        for position, text in enumerate(smiles):
+            mol = Chem.MolFromSmiles(text) if text else None
+            if not text:
+                reasons.append("empty SMILES")
+            elif mol is None:
+                reasons.append("RDKit could not parse the SMILES")
+            elif mol.GetNumAtoms() == 0:
+                reasons.append("the molecule has no atoms")
+            else:
+                try:
+                    graphs.append(featurizer._featurize(mol))
+                except UnsupportedMoleculeError as error:
+                    reasons.append(str(error))
+                    continue
+                kept.append(position)
+                reasons.append("")
+    return graphs, kept, reasons
+
+
 def featurize_or_skip(smiles: Sequence[str], role: str) -> Tuple[List, List[int], List[Tuple[str, str]]]:
     """Featurize ``smiles``; return the graphs, the positions kept, and ``(smiles, reason)`` of the skipped."""
-    featurizer = PretrainGNNFeaturizer()
-    graphs, kept, skipped = [], [], []
-    for position, s in enumerate(smiles):
-        reason = featurizer.explain_failure(s)
-        if reason is None:
-            graphs.append(featurizer.featurize([s])[0])
-            kept.append(position)
-        else:
-            skipped.append((s, reason))
+    graphs, kept, reasons = featurize_with_reasons(smiles)
+    skipped = [(s, r) for s, r in zip(smiles, reasons) if r]
     if skipped:
         logger.warning("%s: skipped %d of %d molecules that cannot be featurized, e.g. %r (%s)",
                        role, len(skipped), len(smiles), skipped[0][0], skipped[0][1])
     return graphs, kept, skipped
 
 
-def featurize_support(support_smiles: Sequence[str], support_labels: Sequence[float]) -> Tuple[List, np.ndarray]:
-    """Featurized support molecules and their 0/1 labels; unparsable molecules skipped and logged.
+def featurize_support(support_smiles: Sequence[str],
+                      support_labels: Sequence[float]) -> Tuple[List, np.ndarray, List[int]]:
+    """Featurized support molecules, their 0/1 labels and positions; unparsable molecules skipped and logged.
 
     Raises ``ValueError`` for labels other than 0/1 and when fewer than two actives or two inactives remain.
 
     Examples
     --------
-    >>> graphs, labels = featurize_support(["CCO", "CCN", "CCC", "CCCl", "C1C"], [1, 1, 0, 0, 1])
-    >>> len(graphs), labels.tolist()
-    (4, [1.0, 1.0, 0.0, 0.0])
+    >>> graphs, labels, kept = featurize_support(["CCO", "CCN", "C1C", "CCC", "CCCl"], [1, 1, 1, 0, 0])
+    >>> len(graphs), labels.tolist(), kept
+    (4, [1.0, 1.0, 0.0, 0.0], [0, 1, 3, 4])
     """
     labels = np.asarray(support_labels, dtype=np.float64)
     if len(labels) != len(support_smiles):
@@ -55,7 +84,7 @@ def featurize_support(support_smiles: Sequence[str], support_labels: Sequence[fl
     if n_active < MIN_PER_CLASS or n_inactive < MIN_PER_CLASS:
         raise ValueError(f"the support set needs at least {MIN_PER_CLASS} actives and {MIN_PER_CLASS} "
                          f"inactives; got {n_active} actives and {n_inactive} inactives")
-    return graphs, labels
+    return graphs, labels, kept
 
 
 def build_user_episode(support_smiles: Sequence[str], support_labels: Sequence[float],
@@ -74,7 +103,7 @@ def build_user_episode(support_smiles: Sequence[str], support_labels: Sequence[f
     >>> ep.task_index, ep.aux_task_indices.tolist(), ep.query.tolist(), kept
     (3, [0, 1], [4], [0])
     """
-    support_graphs, labels = featurize_support(support_smiles, support_labels)
+    support_graphs, labels, support_kept = featurize_support(support_smiles, support_labels)
     query_graphs, query_kept, _ = featurize_or_skip(query_smiles, "query")
     if not query_graphs:
         raise ValueError("no query molecule to score")

@@ -1,5 +1,14 @@
-"""The command line: summary, train -> predict on a user's assay CSV."""
+"""The command line: summary, train -> predict on a user's assay (CSV or SDF), user errors as one line."""
+import contextlib
+import io
+import os
+import re
+import subprocess
+import sys
+
 import pandas as pd
+import pytest
+from rdkit import Chem
 
 from deepchem_pintuning.cli import main
 from deepchem_pintuning.episodes import evaluation_episode
@@ -13,19 +22,87 @@ def test_summary(capsys):
     assert out.count("support 10 (5 active)") == 2
 
 
-def test_train_then_predict_user_assay(cld, tmp_path, capsys):
-    model_dir = tmp_path / "model"
-    assert main(["train", "--dataset", "toxcast-CLD", "--shots", "5", "--steps", "1", "--model-dir", str(model_dir),
-                 "--threads", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "mean over 5 meta-test properties: ROC-AUC" in out
+@pytest.fixture(scope="module")
+def assay(cld, tmp_path_factory):
+    """A model trained for one step through the CLI, a support CSV and a 21-row library CSV."""
+    folder = tmp_path_factory.mktemp("assay")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["train", "--dataset", "toxcast-CLD", "--shots", "5", "--steps", "1",
+                     "--model-dir", str(folder / "model"), "--threads", "1"]) == 0
+    (folder / "train.log").write_text(printed.getvalue())
     episode = evaluation_episode(cld, cld.test_tasks[1], n_shot=5, seed=0)
-    pd.DataFrame({"smiles": [cld.smiles[i] for i in episode.support],
-                  "label": episode.support_labels.astype(int)}).to_csv(tmp_path / "support.csv", index=False)
-    library = [cld.smiles[i] for i in episode.query[:20]] + ["C1CC(broken"]
-    pd.DataFrame({"smiles": library}).to_csv(tmp_path / "library.csv", index=False)
-    assert main(["predict", "--model-dir", str(model_dir), "--support", str(tmp_path / "support.csv"),
-                 "--library", str(tmp_path / "library.csv"), "--out", str(tmp_path / "scores.csv")]) == 0
-    assert "scored 20 of 21 molecules (1 could not be featurized" in capsys.readouterr().out
-    scores = pd.read_csv(tmp_path / "scores.csv")
-    assert scores["score"].iloc[:20].between(0, 1).all() and scores["score"].isna().iloc[20]
+    pd.DataFrame({"SMILES": [cld.smiles[i] for i in episode.support],
+                  "active": episode.support_labels.astype(int)}).to_csv(folder / "support.csv", index=False)
+    library = [cld.smiles[i] for i in episode.query[:18]] + ["C1CC(broken", "", cld.smiles[episode.query[0]]]
+    pd.DataFrame({"compound": [f"c{i}" for i in range(len(library))], "SMILES": library}).to_csv(
+        folder / "library.csv", index=False)
+    return folder
+
+
+def _predict(assay, *extra, out="scores.csv", library="library.csv"):
+    return ["predict", "--model-dir", str(assay / "model"), "--support", str(assay / "support.csv"),
+            "--library", str(assay / library), "--out", str(assay / out), "--smiles-column", "SMILES",
+            "--label-column", "active", "--quiet", *extra]
+
+
+def test_train_prints_scores_and_saves_the_model(assay):
+    assert "mean over 5 meta-test properties: ROC-AUC" in (assay / "train.log").read_text()
+    assert (assay / "model" / "pintuning_config.json").exists()
+
+
+def test_predict_keeps_every_row_in_order_with_reasons(assay, capsys):
+    assert main(_predict(assay)) == 0
+    assert "scored 19 of 21 molecules (2 could not be featurized" in capsys.readouterr().out
+    scores = pd.read_csv(assay / "scores.csv", keep_default_na=False)
+    assert list(scores.columns) == ["compound", "SMILES", "score", "reason"]
+    assert scores["compound"].tolist() == [f"c{i}" for i in range(21)]
+    valid = scores["reason"] == ""
+    assert valid.sum() == 19 and pd.to_numeric(scores.loc[valid, "score"]).between(0, 1).all()
+    assert scores.loc[18, "reason"] == "RDKit could not parse the SMILES" and scores.loc[19, "reason"] == "empty SMILES"
+    assert scores.loc[0, "score"] == scores.loc[20, "score"]           # the same molecule twice
+
+
+def test_predict_is_reproducible_in_another_process(assay):
+    assert main(_predict(assay, out="first.csv")) == 0
+    command = [sys.executable, "-m", "deepchem_pintuning.cli", *_predict(assay, out="second.csv")]
+    subprocess.run(command, check=True, capture_output=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert (assay / "first.csv").read_text() == (assay / "second.csv").read_text()
+
+
+def test_predict_reads_every_sdf_record(assay, cld):
+    smiles = pd.read_csv(assay / "library.csv")["SMILES"].dropna().tolist()[:5]
+    with Chem.SDWriter(str(assay / "library.sdf")) as writer:
+        for i, s in enumerate(smiles):
+            mol = Chem.MolFromSmiles(s)
+            mol.SetProp("_Name", f"mol{i}")
+            mol.SetProp("vendor_id", f"V{i}")
+            writer.write(mol)
+    assert main(_predict(assay, "--id-column", "vendor_id", out="sdf_scores.csv", library="library.sdf")) == 0
+    scores = pd.read_csv(assay / "sdf_scores.csv", keep_default_na=False)
+    assert scores["name"].tolist() == [f"mol{i}" for i in range(5)] and scores["vendor_id"].tolist()[-1] == "V4"
+    assert (scores["reason"] == "").all()
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"library": "missing.csv"}, "--library .*missing.csv does not exist"),
+    ({"out": "."}, "is a directory"),
+    ({"out": "no_such_folder/scores.csv"}, "folder .*no_such_folder does not exist"),
+    ({"support_rows": "C,yes\n"}, "row 12: label 'yes' is not 0 or 1"),
+    ({"support_rows": "C,\n"}, "row 12: label '' is not 0 or 1"),
+    ({"smiles_column": "smi"}, "no column 'smi'"),
+    ({"model_dir": "no_model"}, "not a saved PinTuningModel"),
+])
+def test_user_errors_are_one_line_with_status_2(assay, tmp_path, capsys, change, message):
+    support = tmp_path / "support.csv"
+    support.write_text((assay / "support.csv").read_text() + change.get("support_rows", ""))
+    argv = ["predict", "--model-dir", str(tmp_path / change["model_dir"]) if "model_dir" in change else
+            str(assay / "model"), "--support", str(support),
+            "--library", str(tmp_path / change["library"]) if "library" in change else str(assay / "library.csv"),
+            "--out", str(tmp_path / change.get("out", "scores.csv")), "--smiles-column",
+            change.get("smiles_column", "SMILES"), "--label-column", "active", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("pintuning: error:")
+    assert re.search(message, err), err
+    assert not (tmp_path / "scores.csv").exists()
