@@ -51,7 +51,7 @@ class DeviceDataset:
 
         return episode_batch(self.graphs, self.labels, stack([e.support for e in episodes]), stack(queries),
                              stack([e.task_index for e in episodes]), stack([e.aux_task_indices for e in episodes]),
-                             frozen_cache, query_aux_offset)
+                             frozen_cache, query_aux_offset, torch.as_tensor([e.query_aux_hidden for e in episodes]))
 
 
 def expand_per_episode(params: Params, n_episodes: int) -> Params:

@@ -218,7 +218,7 @@ class EpisodeBatch:
 
 def episode_batch(packed: PackedGraphs, labels: torch.Tensor, support: torch.Tensor, query: torch.Tensor,
                   task_ids: torch.Tensor, aux_ids: torch.Tensor, frozen_cache: Optional[torch.Tensor] = None,
-                  query_aux_offset: int = 0) -> EpisodeBatch:
+                  query_aux_offset: int = 0, query_aux_hidden: Optional[torch.Tensor] = None) -> EpisodeBatch:
     """Assemble an :class:`EpisodeBatch` from index tensors.
 
     Parameters
@@ -231,6 +231,8 @@ def episode_batch(packed: PackedGraphs, labels: torch.Tensor, support: torch.Ten
         Molecule indices of each episode.
     task_ids, aux_ids: Tensor [E], [E, P - 1]
         Target and auxiliary property columns.
+    query_aux_hidden: Tensor [E] of bool, optional
+        Episodes whose query molecules get no auxiliary labels (all "missing").
     """
     device = packed.atoms.device
     support, query = support.to(device), query.to(device)
@@ -241,11 +243,14 @@ def episode_batch(packed: PackedGraphs, labels: torch.Tensor, support: torch.Ten
         return labels[rows.unsqueeze(-1), cols.unsqueeze(1)]
 
     support_labels = take(support, columns)
+    query_aux = take(query, columns[:, 1:])
+    if query_aux_hidden is not None:
+        query_aux = query_aux.masked_fill(query_aux_hidden.to(device).view(-1, 1, 1), float("nan"))
     return EpisodeBatch(
         graphs=gather_graphs(packed, molecules),
         frozen=None if frozen_cache is None else frozen_cache[molecules.to(frozen_cache.device)].to(device),
         property_ids=columns,
-        labels=dense_label_graph(support_labels, take(query, columns[:, 1:]), query_aux_offset),
+        labels=dense_label_graph(support_labels, query_aux, query_aux_offset),
         n_support=support.shape[1],
         support_labels=support_labels[:, :, 0],
         query_labels=take(query, columns[:, :1])[:, :, 0],

@@ -43,6 +43,9 @@ class Episode:
         0/1 labels of the target property (float32).
     aux_task_indices: np.ndarray
         Label columns of the auxiliary properties.
+    query_aux_hidden: bool
+        Give the query molecules no auxiliary labels in the context graph (all "missing"), as a
+        user's library molecules have none (``PinTuningConfig.hide_query_aux``).
     """
 
     task: str
@@ -52,6 +55,7 @@ class Episode:
     query: np.ndarray
     query_labels: np.ndarray
     aux_task_indices: np.ndarray
+    query_aux_hidden: bool = False
 
 
 def class_members(data: FewShotDataset, task: str, n_shot: int) -> Tuple[np.ndarray, np.ndarray]:

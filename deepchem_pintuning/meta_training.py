@@ -38,6 +38,8 @@ def episode_inputs(data: FewShotDataset, episode: Episode, query: Optional[np.nd
     columns = np.concatenate([[episode.task_index], episode.aux_task_indices])
     support_labels = torch.as_tensor(data.labels[np.ix_(episode.support, columns)], dtype=torch.float32)
     query_aux = torch.as_tensor(data.labels[np.ix_(query, episode.aux_task_indices)], dtype=torch.float32)
+    if episode.query_aux_hidden:
+        query_aux = torch.full_like(query_aux, float("nan"))
     query_target = data.labels[query, episode.task_index]
     dtype = torch.get_default_dtype()
     return EpisodeInputs(

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -195,6 +196,9 @@ class PinTuningModel(TorchModel):
             self.model.train()
             tasks = rng.choice(sampler.tasks, n_per_step, replace=False)
             episodes = [(task_ids[t], sampler.sample(t)) for t in tasks for _ in range(config.episodes_per_task)]
+            if config.hide_query_aux > 0:  # train for the deployment condition: no auxiliary labels in the query
+                hidden = rng.random(len(episodes)) < config.hide_query_aux
+                episodes = [(t, replace(e, query_aux_hidden=bool(h))) for (t, e), h in zip(episodes, hidden)]
             self._pytorch_optimizer.zero_grad()
             parts, states = self._outer_step(data, episodes, fast)
             torch.nn.utils.clip_grad_norm_(list(self.model.trainable_parameters().values()), config.grad_clip)

@@ -51,6 +51,7 @@ class PinTuningConfig:
     context_dropout: float = 0.1
     top_k: Optional[int] = None              # None: n_shot - 1
     query_aux_offset: int = 0                # official: -1 (inherited off-by-one)
+    hide_query_aux: float = 0.0              # fraction of training episodes whose query has no auxiliary labels
     # Emb-BWC
     emb_bwc: str = "identity"                # identity | fisher | embedding_fisher | inner_step | none | frozen
     emb_bwc_weight: float = 1.0

@@ -4,6 +4,7 @@ Float64 checks show the mathematics is the same (agreement to ~1e-12); float32 c
 user sees. Dropout is off wherever two paths are compared value by value (their masks differ).
 """
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -38,13 +39,16 @@ def _episodes(data, n_tasks=3, per_task=2, seed=0):
     return [sampler.sample(t) for t in data.train_tasks[:n_tasks] for _ in range(per_task)]
 
 
-def _reference_and_fast(data, protocol, encoder, second_order, per_pass, workers=1, **overrides):
-    """Loss, gradients and BatchNorm buffers after one outer step, reference vs fast path, same weights."""
+def _reference_and_fast(data, protocol, encoder, second_order, per_pass, workers=1, hidden=(), **overrides):
+    """Loss, gradients and BatchNorm buffers after one outer step, reference vs fast path, same weights.
+
+    Episodes whose position is in ``hidden`` give their query molecules no auxiliary labels.
+    """
     model = PinTuningModel.for_dataset(data, seed=0, protocol=protocol, encoder=encoder,
                                        second_order=second_order, **{**TINY, **overrides})
     reference, fast = model.model, copy.deepcopy(model.model)
     reference.train(), fast.train()
-    episodes = _episodes(data)
+    episodes = [replace(e, query_aux_hidden=i in hidden) for i, e in enumerate(_episodes(data))]
     frozen = model._frozen(data)
     offset = model.config.query_aux_offset
     inputs = [(data.task_index(e.task), episode_inputs(data, e, None, frozen, offset)) for e in episodes]
@@ -82,6 +86,17 @@ def test_fast_step_equals_reference_in_float64(cld, float64, protocol, encoder, 
         assert torch.allclose(fast_grads[name], g, rtol=1e-9, atol=1e-12 * scale), name
     for (name, a), (_, b) in zip(reference.named_buffers(), fast.named_buffers()):
         assert torch.allclose(a.double(), b.double(), rtol=1e-10, atol=1e-12), name
+
+
+def test_hidden_query_auxiliary_labels_change_the_step_alike(cld, float64):
+    """Training for deployment (PinTuningConfig.hide_query_aux): both paths drop the same label edges."""
+    (reference, parts), (fast, fast_parts) = _reference_and_fast(cld, "paper", "gcn_scratch", True, 3, hidden=(1, 4))
+    assert fast_parts["loss"] == pytest.approx(parts["loss"], rel=1e-12)
+    (_, visible), _ = _reference_and_fast(cld, "paper", "gcn_scratch", True, 3)
+    assert visible["loss"] != pytest.approx(parts["loss"], rel=1e-6)
+    ref_grads, fast_grads = _gradients(reference), _gradients(fast)
+    scale = max(float(g.abs().max()) for g in ref_grads.values())
+    assert all(torch.allclose(fast_grads[n], g, rtol=1e-9, atol=1e-12 * scale) for n, g in ref_grads.items())
 
 
 def test_fast_step_in_float32_within_1e5_of_reference(cld):
