@@ -37,7 +37,7 @@ TOX21_SETTINGS = published_hyperparameters("tox21", 10)
 
 
 def run_pintuning(data, seed: int, steps: int, eval_every: int, protocol: str, encoder: str, fast: bool = True,
-                  workers: int = 2, checkpoint_dir: Path = None) -> dict:
+                  workers: int = 2, checkpoint_dir: Path = None, **overrides) -> dict:
     """Meta-train in chunks of ``eval_every`` steps, each with its own (seed, step) sampler and torch seed.
 
     After every chunk the model, its optimiser state and the history are saved under
@@ -52,7 +52,8 @@ def run_pintuning(data, seed: int, steps: int, eval_every: int, protocol: str, e
         print(f"   resumed at step {model._global_step}", flush=True)
     else:
         model = PinTuningModel.for_dataset(data, protocol=protocol, encoder=encoder, seed=seed,
-                                           model_dir=str(checkpoint_dir) if checkpoint_dir else None, **TOX21_SETTINGS)
+                                           model_dir=str(checkpoint_dir) if checkpoint_dir else None,
+                                           **{**TOX21_SETTINGS, **overrides})
         model._ensure_built()
         wall = 0.0
     model.workers = workers

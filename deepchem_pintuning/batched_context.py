@@ -34,50 +34,76 @@ def _pair_layout(n: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tens
     return first, second, cell_pair.reshape(-1)
 
 
-def similarity_adjacency(net: SimilarityEdges, params, prefix: str, mol: torch.Tensor, top_k: int,
-                         state: Optional[PassState]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Top-k similarity edges of ``mol`` ``[E, M, d]`` as a dense weight matrix and in-degrees.
+def pair_scores(net: SimilarityEdges, params, prefix: str, left: torch.Tensor, right: torch.Tensor,
+                state: Optional[PassState], diagonal_weight: Optional[float] = None) -> torch.Tensor:
+    """Edge-network scores ``sigmoid(net(exp(-|left - right|)))`` of pairs ``[E, Q, d]`` -> ``[E, Q]``.
 
-    Returns ``(weight [E, M, M], in_degree [E, M])`` with ``weight[e, u, v]`` the score of the
-    edge ``u -> v`` (zero where there is none).
+    In train mode the BatchNorm statistics must be those of the reference's full ``n x n`` pair
+    map: ``left``/``right`` are then the upper-triangle pairs (each counted twice) and
+    ``diagonal_weight = n`` adds the diagonal (features all ones) as one row of weight ``n``. In
+    eval mode each BatchNorm is folded into the preceding linear map.
     """
-    n_groups, n, _ = mol.shape
-    training = net.training
-    first, second, cell_pair = _pair_layout(n, mol.device)
-    h = mol[:, first] - mol[:, second]                                             # [E, Q, d]
+    h = left - right
     # in place when no graph is recorded (evaluation): the pair tensor is the largest of the pass
     h = h.abs_().neg_().exp_() if not torch.is_grad_enabled() else torch.exp(-h.abs())
-    row_weight = None
-    if training:  # the diagonal (features exp(0) = 1) takes part in the batch statistics
+    n_pairs, row_weight = h.size(1), None
+    if diagonal_weight is not None:
         h = torch.cat([h, torch.ones_like(h[:, :1])], dim=1)
-        row_weight = torch.cat([torch.full((first.numel(),), 2.0, device=mol.device),
-                                torch.full((1,), float(n), device=mol.device)]).unsqueeze(0)
+        row_weight = torch.cat([torch.full((n_pairs,), 2.0, device=h.device),
+                                torch.full((1,), diagonal_weight, device=h.device)]).unsqueeze(0)
     for conv, norm in ((0, 1), (4, 5)):
-        h = linear(h, params.get(f"{prefix}{conv}.weight").squeeze(-1).squeeze(-1))
-        h = batch_norm(h, net.net[norm], params.get(f"{prefix}{norm}.weight"), params.get(f"{prefix}{norm}.bias"),
-                       net.net[norm].training, state, row_weight)
-        h = dropout_rows(nn.functional.leaky_relu(h), net.net[conv + 3].p, training, state)
+        weight = params.get(f"{prefix}{conv}.weight").squeeze(-1).squeeze(-1)
+        bn, bn_weight, bn_bias = net.net[norm], params.get(f"{prefix}{norm}.weight"), params.get(f"{prefix}{norm}.bias")
+        if bn.training:
+            h = batch_norm(linear(h, weight), bn, bn_weight, bn_bias, True, state, row_weight)
+        else:  # BN(W h) = (scale * W) h + shift
+            scale = bn_weight * torch.rsqrt(bn.running_var + bn.eps)
+            h = linear(h, weight * scale.unsqueeze(-1), bn_bias - bn.running_mean * scale)
+        h = nn.functional.leaky_relu_(h) if not torch.is_grad_enabled() else nn.functional.leaky_relu(h)
+        h = dropout_rows(h, net.net[conv + 3].p, net.training, state)
     score = linear(h, params.get(f"{prefix}8.weight").squeeze(-1).squeeze(-1), params.get(f"{prefix}8.bias"))
-    score = torch.sigmoid(score[:, :first.numel(), 0])
-    full = torch.cat([score, score.new_zeros(n_groups, 1)], dim=1)[:, cell_pair].view(n_groups, n, n)
+    return torch.sigmoid(score[:, :n_pairs, 0])
+
+
+def similarity_scores(net: SimilarityEdges, params, prefix: str, mol: torch.Tensor,
+                      state: Optional[PassState]) -> torch.Tensor:
+    """Symmetric score matrix ``[E, M, M]`` of the molecules ``mol`` ``[E, M, d]`` (diagonal 0), one half computed."""
+    n_groups, n, _ = mol.shape
+    first, second, cell_pair = _pair_layout(n, mol.device)
+    score = pair_scores(net, params, prefix, mol[:, first], mol[:, second], state,
+                        float(n) if net.training else None)
+    return torch.cat([score, score.new_zeros(n_groups, 1)], dim=1)[:, cell_pair].view(n_groups, n, n)
+
+
+def top_k_adjacency(scores: torch.Tensor, top_k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Each row's ``top_k`` best scores as edges: ``(weight [E, M, M], in_degree [E, M])``.
+
+    ``weight[e, u, v]`` is the score of the edge ``u -> v`` (zero where there is none).
+    """
+    n_groups, n, _ = scores.shape
     k = max(0, min(top_k, n - 1))
     if k == 0:
-        return full.new_zeros(n_groups, n, n), full.new_zeros(n_groups, n)
-    values, columns = full.topk(k, dim=-1)
-    weight = torch.zeros_like(full).scatter(-1, columns, values)
-    in_degree = torch.zeros_like(full).scatter(-1, columns, 1.0).sum(1)
-    return weight, in_degree
+        return scores.new_zeros(n_groups, n, n), scores.new_zeros(n_groups, n)
+    values, columns = scores.topk(k, dim=-1)
+    weight = torch.zeros_like(scores).scatter(-1, columns, values)
+    return weight, torch.zeros_like(scores).scatter(-1, columns, 1.0).sum(1)
 
 
 def context_forward(context: ContextEncoder, params, prefix: str, prop_x: torch.Tensor, mol_x: torch.Tensor,
-                    labels: LabelGraph, state: Optional[PassState]) -> torch.Tensor:
-    """Final node vectors ``[E, P + M, d]`` (properties first), as ``ContextEncoder.forward`` per episode."""
+                    labels: LabelGraph, state: Optional[PassState],
+                    first_scores: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Final node vectors ``[E, P + M, d]`` (properties first), as ``ContextEncoder.forward`` per episode.
+
+    ``first_scores`` ``[E, M, M]``: the first layer's similarity scores, when the caller has them
+    already (eval mode, where that layer sees the molecule vectors as given).
+    """
     n_props = prop_x.size(1)
     training = context.training
     x = dropout(torch.cat([prop_x, mol_x], dim=1), context.dropout, training, state)
     for layer, (similarity, norm) in enumerate(zip(context.similarity, context.norms)):
-        sim_weight, sim_degree = similarity_adjacency(similarity, params, f"{prefix}similarity.{layer}.net.",
-                                                      x[:, n_props:], context.top_k, state)
+        scores = first_scores if layer == 0 and first_scores is not None else similarity_scores(
+            similarity, params, f"{prefix}similarity.{layer}.net.", x[:, n_props:], state)
+        sim_weight, sim_degree = top_k_adjacency(scores, context.top_k)
         conv = f"{prefix}convs.{layer}."
         neighbour = linear(x, params.get(f"{conv}neighbour.weight"), params.get(f"{conv}neighbour.bias"))
         type_table = params.get(f"{conv}edge_type_embedding.weight")                   # [(E,) types, d]

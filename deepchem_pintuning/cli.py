@@ -114,7 +114,10 @@ def _predict(args: argparse.Namespace) -> None:
     support_smiles, support_labels = _read_support(args.support, args.smiles_column, args.label_column)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.workers < 1:
+        raise UserInputError("--workers must be at least 1")
     model = PinTuningModel.load(args.model_dir, device=torch.device(args.device))
+    model.workers = args.workers
     try:
         adapted = model.adapt_to_assay(support_smiles, support_labels, seed=args.seed)
     except ValueError as error:
@@ -215,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--threads", type=int, default=1,
                          help="torch CPU threads (0: torch default). Scores are bit-reproducible for a given "
                               "thread count; other counts round differently (~1e-6)")
+    predict.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                         help="threads scoring batches side by side (default: min(2, cores)); scores do not "
+                              "depend on it")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(run=_predict)
     return parser

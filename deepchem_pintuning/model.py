@@ -251,7 +251,8 @@ class PinTuningModel(TorchModel):
                 labels[:, 0] = episode.support_labels
                 adapted = adapt_to_support(self.model, [data.graphs[i] for i in episode.support], labels,
                                            episode.task_index, episode.aux_task_indices, seed, device=self.device)
-                scores = score_molecules(self.model, adapted, [data.graphs[i] for i in episode.query])
+                scores = score_molecules(self.model, adapted, [data.graphs[i] for i in episode.query],
+                                         workers=self.workers)
             elif fast:
                 scores = batched_predict_episode(self.model, self._on_device(data), episode, frozen, seed,
                                                  self.eval_chunks_per_pass, self.workers)
@@ -290,7 +291,7 @@ class PinTuningModel(TorchModel):
         graphs, kept, reasons = featurize_with_reasons(unique)
         scores = np.full(len(unique), np.nan)
         if graphs:
-            scores[kept] = score_molecules(self.model, adapted, graphs, batch_size)
+            scores[kept] = score_molecules(self.model, adapted, graphs, batch_size, self.workers)
         position = {s: i for i, s in enumerate(unique)}
         index = np.array([position[s] for s in smiles], dtype=np.int64)
         return scores[index], [reasons[i] for i in index]
