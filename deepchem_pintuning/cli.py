@@ -151,6 +151,16 @@ def _pretrain(args: argparse.Namespace) -> None:
           f"({run.settings['molecules_per_s']:.1f} molecules/s); encoder checkpoint: {args.out}/encoder.pth")
 
 
+def _add_cpu_options(command: argparse.ArgumentParser, work: str) -> None:
+    command.add_argument("--threads", type=int, default=1,
+                         help="torch threads per worker (0: torch default). On a CPU, one thread per worker and one "
+                              "worker per core is fastest (docs/pintuning.md, 'Speed'); results are bit-reproducible "
+                              "for a given thread count, other counts round differently (~1e-6)")
+    command.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                         help=f"CPU worker threads computing {work} side by side (default: min(2, cores)); "
+                              "results do not depend on it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pintuning", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -193,12 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--emb-bwc-weight", type=float, default=None, help="default: the published setting")
     train.add_argument("--model-dir", default=None)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=1,
-                       help="torch threads per worker (0: torch default). On a CPU, one thread per worker and one "
-                            "worker per core is fastest (docs/pintuning.md, 'Speed')")
-    train.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                       help="CPU worker threads, each computing whole episodes of an outer step and evaluation "
-                            "chunks (default: min(2, cores))")
+    _add_cpu_options(train, "whole episodes of an outer step and evaluation chunks")
     train.set_defaults(run=_train)
 
     predict = commands.add_parser(
@@ -215,12 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--seed", type=int, default=0, help="seeds the adaptation step's dropout")
     predict.add_argument("--batch-size", type=int, default=256, help="molecules scored per batch")
     predict.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    predict.add_argument("--threads", type=int, default=1,
-                         help="torch CPU threads (0: torch default). Scores are bit-reproducible for a given "
-                              "thread count; other counts round differently (~1e-6)")
-    predict.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                         help="threads scoring batches side by side (default: min(2, cores)); scores do not "
-                              "depend on it")
+    _add_cpu_options(predict, "batches of molecules")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(run=_predict)
     return parser
