@@ -12,6 +12,7 @@ MoleculeNet's ``pcba.csv.gz``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -184,6 +185,15 @@ def _quiet_featurization() -> Iterator[None]:
         feat_logger.setLevel(level)
 
 
+def _file_digest(path: Path) -> str:
+    """First 16 hex digits of the SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def _raw_smiles(path: Path) -> List[str]:
     return pd.read_csv(path, usecols=["smiles"])["smiles"].astype(str).tolist()
 
@@ -220,7 +230,9 @@ def load_fewshot(name: str,
         ``toxcast_data.csv.gz``, ``pcba.csv.gz`` or ``toxcast-<GROUP>.csv.gz``). Defaults to the
         shipped copy under the project's ``data/``. Required for ``pcba``.
     save_dir: str, optional
-        Cache folder for the featurized dataset (default :func:`default_cache_dir`).
+        Cache folder for the featurized dataset (default :func:`default_cache_dir`); each raw file
+        content gets its own subfolder (``<name>-<sha256 prefix>``), so a changed file is featurized
+        anew.
     featurizer: PretrainGNNFeaturizer, optional
         Defaults to ``PretrainGNNFeaturizer()``.
     reload: bool, default True
@@ -255,6 +267,8 @@ def load_fewshot(name: str,
         raw_file = folder / _RAW_FILES[name]
     if not raw_file.exists():
         raise DataFileNotFoundError(f"{raw_file} not found." + (" " + PCBA_HELP if name == "pcba" else ""))
+    # one cache folder per raw-file content: an edited or different copy is never served a stale featurization
+    save_dir = str(Path(save_dir) / f"{name}-{_file_digest(raw_file)}")
 
     # DeepChem logs every unparsable molecule with a traceback; they are reported once below instead.
     with _quiet_featurization():

@@ -119,3 +119,14 @@ def test_invalid_smiles_are_counted_and_logged(tmp_path, caplog):
     assert [s for s, _ in data.skipped] == ["C1CC(not smiles", "*C(=O)O"]
     assert "could not parse" in data.skipped[0][1] and "atomic number 0" in data.skipped[1][1]
     assert "skipped 2 of 40" in caplog.text
+
+
+def test_cache_follows_the_raw_file_content(tmp_path):
+    """An edited copy of a dataset in another folder is featurized anew, never served from a stale cache."""
+    raw = pd.read_csv(project_data_dir() / "tox21" / "tox21.csv.gz")
+    cache = str(tmp_path / "cache")
+    for rows, folder in ((40, "a"), (25, "b"), (40, "a")):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        with gzip.open(tmp_path / folder / "tox21.csv.gz", "wt") as handle:
+            raw.head(rows).to_csv(handle, index=False)
+        assert len(load_fewshot("tox21", data_dir=str(tmp_path / folder), save_dir=cache)) == rows
