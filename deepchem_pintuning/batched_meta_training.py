@@ -113,15 +113,6 @@ def outer_objective(model: PinTuning, query_losses: torch.Tensor, penalties: tor
     return loss, parts
 
 
-def batched_meta_loss(model: PinTuning, batches: Sequence[EpisodeBatch], regularizer: Optional[EmbBWC],
-                      states: Optional[Sequence[PassState]] = None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-    """Outer objective of ``meta_training.meta_loss`` over the episodes of ``batches``, as one graph."""
-    states = states or [None] * len(batches)
-    terms = [batched_episode_terms(model, b, regularizer, s) for b, s in zip(batches, states)]
-    query, penalty, vectors = (torch.cat(parts) for parts in zip(*terms))
-    return outer_objective(model, query, penalty, vectors, torch.cat([b.task_ids for b in batches]))
-
-
 def pass_states(batches: Sequence[EpisodeBatch]) -> List[PassState]:
     """One :class:`PassState` per batch, with a dropout generator seeded from torch's global generator."""
     seeds = torch.randint(0, 2 ** 62, (len(batches),)).tolist()

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepchem_pintuning.batched_meta_training import (DeviceDataset, batched_meta_loss, batched_predict_episode,
-                                                      meta_gradients, pass_states)
+from deepchem_pintuning.batched_meta_training import DeviceDataset, batched_predict_episode, meta_gradients
 from deepchem_pintuning.batched_network import ParamView, encode
 from deepchem_pintuning.batching import collate_graphs
 from deepchem_pintuning.context_graph import label_edges
@@ -124,18 +123,6 @@ def test_worker_threads_give_bit_identical_gradients(cld):
     (grads_1, buffers_1), (grads_2, buffers_2) = results
     assert all(torch.equal(grads_1[n], grads_2[n]) for n in grads_1)
     assert all(torch.equal(buffers_1[n], buffers_2[n]) for n in buffers_1)
-
-
-def test_batched_meta_loss_is_one_graph_of_the_same_objective(cld, float64):
-    model = PinTuningModel.for_dataset(cld, seed=0, encoder="gcn_scratch", **TINY)
-    model.model.train()
-    episodes, frozen = _episodes(cld), model._frozen(cld)
-    inputs = [(cld.task_index(e.task), episode_inputs(cld, e, None, frozen)) for e in episodes]
-    expected = meta_loss(copy.deepcopy(model.model), inputs, model.regularizer)[0]
-    dataset = DeviceDataset(cld)
-    batches = [dataset.batch(episodes[:3], None, frozen), dataset.batch(episodes[3:], None, frozen)]
-    loss, _ = batched_meta_loss(model.model, batches, model.regularizer, pass_states(batches))
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-12)
 
 
 @pytest.mark.parametrize("gnn_type", ["gcn", "gin"])
