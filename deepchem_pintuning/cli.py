@@ -118,8 +118,12 @@ def _predict(args: argparse.Namespace) -> None:
         raise UserInputError("--workers must be at least 1")
     model = PinTuningModel.load(args.model_dir, device=torch.device(args.device))
     model.workers = args.workers
+    if args.uncertainty == 1 or args.uncertainty < 0:
+        raise UserInputError("--uncertainty needs at least 2 adaptations (or 0 for none)")
     try:
         adapted = model.adapt_to_assay(support_smiles, support_labels, seed=args.seed)
+        resampled = [model.adapt_to_assay(support_smiles, support_labels, seed=args.seed + 1 + k)
+                     for k in range(args.uncertainty)]
     except ValueError as error:
         raise UserInputError(f"--support {args.support}: {error}") from None
     total, scored, n_rows = count_records(library), 0, 0
@@ -128,7 +132,11 @@ def _predict(args: argparse.Namespace) -> None:
                                                      disable=args.quiet) as bar:
         for number, (rows, smiles) in enumerate(chunks):
             scores, reasons = model.score_smiles(adapted, smiles, args.batch_size)
-            rows = rows.assign(score=scores, reason=reasons)
+            rows = rows.assign(score=scores)
+            if resampled:  # spread over adaptations with other dropout seeds
+                spread = np.std([model.score_smiles(a, smiles, args.batch_size)[0] for a in resampled], axis=0)
+                rows = rows.assign(score_sd=spread)
+            rows = rows.assign(reason=reasons)
             rows.to_csv(handle, header=number == 0, index=False, float_format="%.6f")
             handle.flush()
             scored, n_rows = scored + int(np.isfinite(scores).sum()), n_rows + len(rows)
@@ -219,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="CSV: a column that must exist; SDF: a record property copied to the output")
     predict.add_argument("--seed", type=int, default=0, help="seeds the adaptation step's dropout")
     predict.add_argument("--batch-size", type=int, default=256, help="molecules scored per batch")
+    predict.add_argument("--uncertainty", type=int, default=0, metavar="K",
+                         help="add a score_sd column: the spread of the scores over K further adaptations "
+                              "(dropout seeds seed+1..seed+K); costs K more scoring passes")
     predict.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     _add_cpu_options(predict, "batches of molecules")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")

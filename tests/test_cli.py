@@ -63,6 +63,16 @@ def test_predict_keeps_every_row_in_order_with_reasons(assay, capsys):
     assert scores.loc[0, "score"] == scores.loc[20, "score"]           # the same molecule twice
 
 
+def test_uncertainty_column_is_the_spread_over_adaptations(assay):
+    assert main(_predict(assay, "--uncertainty", "3", out="uncertain.csv")) == 0
+    scores = pd.read_csv(assay / "uncertain.csv", keep_default_na=False)
+    assert list(scores.columns) == ["compound", "SMILES", "score", "score_sd", "reason"]
+    spread = pd.to_numeric(scores.loc[scores["reason"] == "", "score_sd"])
+    assert (spread >= 0).all() and spread.max() > 0 and spread.max() < 0.5
+    assert scores.loc[18, "score_sd"] == ""
+    assert main(_predict(assay, "--uncertainty", "1", out="bad.csv")) == 2
+
+
 def test_predict_is_reproducible_in_another_process(assay):
     assert main(_predict(assay, out="first.csv")) == 0
     command = [sys.executable, "-m", "deepchem_pintuning.cli", *_predict(assay, out="second.csv")]
