@@ -101,7 +101,7 @@ def batch_norm(x: torch.Tensor, module: nn.modules.batchnorm._BatchNorm, weight:
         of a symmetric pair of rows). Default: every row counts once.
     """
     if x.size(0) == 1 and row_weight is None and weight.dim() == 1:
-        # one episode with shared weights: the fused kernel (its statistics go to the recorder, so that
+        # one episode with shared weights: the fused kernel (its statistics go to the pass state, so that
         # episodes computed in parallel threads still update the running statistics in reference order)
         if not training:
             return nn.functional.batch_norm(x[0], module.running_mean, module.running_var, weight, bias,
@@ -136,7 +136,7 @@ def dropout(x: torch.Tensor, p: float, training: bool, state: Optional[PassState
     if not training or p == 0:
         return x
     keep = torch.empty_like(x).bernoulli_(1 - p, generator=state.generator if state else None)
-    return x * keep / (1 - p)
+    return x * keep.div_(1 - p)
 
 
 def dropout_rows(x: torch.Tensor, p: float, training: bool, state: Optional[PassState] = None) -> torch.Tensor:
@@ -145,4 +145,4 @@ def dropout_rows(x: torch.Tensor, p: float, training: bool, state: Optional[Pass
         return x
     keep = torch.empty(x.size(0), 1, x.size(2), device=x.device, dtype=x.dtype)
     keep.bernoulli_(1 - p, generator=state.generator if state else None)
-    return x * keep / (1 - p)
+    return x * keep.div_(1 - p)
