@@ -181,3 +181,23 @@ def test_fit_follows_the_reference_trajectory(cld, float64):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name
     for (name, a), (_, b) in zip(reference.model.named_buffers(), fast.model.named_buffers()):
         assert torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-5), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_one_batch_step_on_gpu_equals_reference_on_cpu(cld):
+    """The GPU layout (all episodes in one batch) against the CPU reference, float32."""
+    model = PinTuningModel.for_dataset(cld, seed=0, encoder="gcn_scratch", **TINY)
+    reference = model.model.train()
+    gpu = copy.deepcopy(reference).cuda().train()
+    episodes = _episodes(cld)
+    frozen = model._frozen(cld)
+    inputs = [(cld.task_index(e.task), episode_inputs(cld, e, None, frozen)) for e in episodes]
+    meta_loss(reference, inputs, model.regularizer)[0].backward()
+    regularizer = copy.deepcopy(model.regularizer).cuda()
+    batch = DeviceDataset(cld, torch.device("cuda")).batch(episodes, None, frozen.cuda())
+    _, states = meta_gradients(gpu, [batch], regularizer)
+    for state in states:
+        state.apply()
+    ref = torch.cat([g.flatten() for g in _gradients(reference).values()])
+    new = torch.cat([g.flatten().cpu() for g in _gradients(gpu).values()])
+    assert float((new - ref).norm() / ref.norm()) < 1e-4
