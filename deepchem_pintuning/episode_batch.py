@@ -49,9 +49,6 @@ class PackedGraphs:
         self.bonds = torch.as_tensor(np.concatenate(bonds, axis=1), device=device)           # [2, bonds], local
         self.bond_features = torch.as_tensor(np.concatenate(bond_features), device=device)   # [bonds, 2]
 
-    def __len__(self) -> int:
-        return self.n_atoms.numel()
-
 
 def _segments(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """Concatenated ``arange(start, start + count)`` for every (start, count)."""
