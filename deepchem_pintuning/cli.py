@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
@@ -49,10 +50,15 @@ def _train(args: argparse.Namespace) -> None:
     from deepchem_pintuning.model import PinTuningModel
     from deepchem_pintuning.pintuning import published_hyperparameters
 
+    from deepchem_pintuning.library_io import UserInputError
+
+    for flag, value in (("--steps", args.steps), ("--shots", args.shots), ("--workers", args.workers)):
+        if value < 1:
+            raise UserInputError(f"{flag} must be at least 1, got {value}")
+    if args.model_dir is not None and Path(args.model_dir).exists() and not Path(args.model_dir).is_dir():
+        raise UserInputError(f"--model-dir {args.model_dir} is a file, not a folder")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.workers < 1:
-        raise SystemExit("pintuning train: --workers must be at least 1")
     data = load_fewshot(args.dataset, data_dir=args.data_dir)
     settings = published_hyperparameters(args.dataset, args.shots)
     settings.update({k: v for k, v in (("inner_lr", args.inner_lr), ("meta_lr", args.meta_lr),

@@ -116,3 +116,18 @@ def test_user_errors_are_one_line_with_status_2(assay, tmp_path, capsys, change,
     assert len(err.splitlines()) == 1 and err.startswith("pintuning: error:")
     assert re.search(message, err), err
     assert not (tmp_path / "scores.csv").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--steps", "0"], "--steps must be at least 1, got 0"),
+    (["--steps", "-5"], "--steps must be at least 1, got -5"),
+    (["--shots", "0"], "--shots must be at least 1, got 0"),
+    (["--workers", "0"], "--workers must be at least 1, got 0"),
+    (["--model-dir", "FILE"], "is a file, not a folder"),
+])
+def test_train_refuses_bad_arguments_before_any_work(tmp_path, capsys, argv, message):
+    (tmp_path / "FILE").write_text("not a folder")
+    argv = [str(tmp_path / a) if a == "FILE" else a for a in argv]
+    assert main(["train", "--dataset", "toxcast-CLD", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
