@@ -23,11 +23,11 @@ from torch import nn
 
 from deepchem_pintuning.batched_network import batched_forward
 from deepchem_pintuning.data import FewShotDataset
-from deepchem_pintuning.emb_bwc import EmbBWC, inner_step_penalty
+from deepchem_pintuning.emb_bwc import EmbBWC
 from deepchem_pintuning.episode_batch import EpisodeBatch, PackedGraphs, episode_batch
 from deepchem_pintuning.episodes import Episode
 from deepchem_pintuning.grouped_ops import PassState
-from deepchem_pintuning.meta_training import nt_xent, preserved_buffers
+from deepchem_pintuning.meta_training import emb_bwc_penalty, nt_xent, preserved_buffers
 from deepchem_pintuning.pintuning import PinTuning
 
 Params = Dict[str, torch.Tensor]
@@ -72,17 +72,6 @@ def batched_inner_adapt(model: PinTuning, batch: EpisodeBatch, stacked: Params, 
     return fast
 
 
-def batched_emb_bwc(model: PinTuning, regularizer: Optional[EmbBWC], before: Params, after: Params,
-                    n_episodes: int) -> torch.Tensor:
-    """Per-episode Emb-BWC term ``[E]``, or a scalar for unstacked tables (see ``meta_training.emb_bwc_penalty``)."""
-    names = model.embedding_table_names()
-    if model.config.emb_bwc == "inner_step":
-        return inner_step_penalty([before[n] for n in names], [after[n] for n in names])
-    if regularizer is None:
-        return torch.zeros(n_episodes, device=next(iter(after.values())).device)
-    return regularizer({n.split("encoder.", 1)[1]: after[n] for n in names})
-
-
 def batched_episode_terms(model: PinTuning, batch: EpisodeBatch, regularizer: Optional[EmbBWC],
                           state: Optional[PassState] = None) -> Tuple[torch.Tensor, ...]:
     """Per-episode outer terms of ``batch``: query BCE ``[E]``, Emb-BWC penalty ``[E]``, episode vectors ``[E, d]``."""
@@ -95,7 +84,8 @@ def batched_episode_terms(model: PinTuning, batch: EpisodeBatch, regularizer: Op
     logits, vectors = batched_forward(model, fast, batch, state)
     query_losses = nn.functional.binary_cross_entropy_with_logits(
         logits[:, batch.n_support:], batch.query_labels, reduction="none").mean(1)
-    return query_losses, batched_emb_bwc(model, regularizer, params, fast, batch.n_episodes).reshape(-1), vectors
+    penalties = emb_bwc_penalty(model, regularizer, params, fast)          # [E], or a scalar for one episode
+    return query_losses, penalties.reshape(-1).expand(batch.n_episodes), vectors
 
 
 def outer_objective(model: PinTuning, query_losses: torch.Tensor, penalties: torch.Tensor, vectors: torch.Tensor,

@@ -21,6 +21,8 @@ import numpy as np
 
 from deepchem_pintuning.data import DATASETS, load_fewshot
 from deepchem_pintuning.episodes import EpisodeSampler, evaluation_episodes
+from deepchem_pintuning.library_io import (UserInputError, check_readable_file, check_writable_output, count_records,
+                                           find_column, read_library)
 
 
 def _summary(args: argparse.Namespace) -> None:
@@ -44,17 +46,20 @@ def _summary(args: argparse.Namespace) -> None:
               f"({int(ep.query_labels.sum())} active, {np.mean(ep.query_labels):.1%})")
 
 
+def _require_at_least_one(args: argparse.Namespace, *names: str) -> None:
+    """A one-line user error for the first of the named options that is below 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            raise UserInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+
+
 def _train(args: argparse.Namespace) -> None:
     import torch
 
     from deepchem_pintuning.model import PinTuningModel
     from deepchem_pintuning.pintuning import published_hyperparameters
 
-    from deepchem_pintuning.library_io import UserInputError
-
-    for flag, value in (("--steps", args.steps), ("--shots", args.shots), ("--workers", args.workers)):
-        if value < 1:
-            raise UserInputError(f"{flag} must be at least 1, got {value}")
+    _require_at_least_one(args, "steps", "shots", "workers")
     if args.model_dir is not None and Path(args.model_dir).exists() and not Path(args.model_dir).is_dir():
         raise UserInputError(f"--model-dir {args.model_dir} is a file, not a folder")
     if args.threads:
@@ -86,8 +91,6 @@ def _read_support(path: str, smiles_column, label_column):
     """SMILES and 0/1 labels of a support CSV; a one-line error names the file, row and value."""
     import pandas as pd
 
-    from deepchem_pintuning.library_io import UserInputError, check_readable_file, find_column
-
     file = check_readable_file(path, "--support")
     try:
         frame = pd.read_csv(file, dtype=str, keep_default_na=False)
@@ -109,23 +112,18 @@ def _predict(args: argparse.Namespace) -> None:
     import torch
     from tqdm.auto import tqdm
 
-    from deepchem_pintuning.library_io import (UserInputError, check_readable_file, check_writable_output,
-                                               count_records, read_library)
     from deepchem_pintuning.model import PinTuningModel
 
+    _require_at_least_one(args, "batch_size", "workers")
+    if args.uncertainty == 1 or args.uncertainty < 0:
+        raise UserInputError("--uncertainty needs at least 2 adaptations (or 0 for none)")
     out = check_writable_output(args.out)
     library = check_readable_file(args.library, "--library")
-    if args.batch_size < 1:
-        raise UserInputError("--batch-size must be at least 1")
     support_smiles, support_labels = _read_support(args.support, args.smiles_column, args.label_column)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.workers < 1:
-        raise UserInputError("--workers must be at least 1")
     model = PinTuningModel.load(args.model_dir, device=torch.device(args.device))
     model.workers = args.workers
-    if args.uncertainty == 1 or args.uncertainty < 0:
-        raise UserInputError("--uncertainty needs at least 2 adaptations (or 0 for none)")
     try:
         adapted = model.adapt_to_assay(support_smiles, support_labels, seed=args.seed)
         resampled = [model.adapt_to_assay(support_smiles, support_labels, seed=args.seed + 1 + k)
@@ -245,8 +243,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run a command; a user error prints one line (``pintuning: error: ...``) and returns 2."""
-    from deepchem_pintuning.library_io import UserInputError
-
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

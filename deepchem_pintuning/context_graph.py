@@ -41,6 +41,20 @@ class LabelEdges:
     edge_type: torch.Tensor   # [E]
 
 
+def label_edge_types(labels: torch.Tensor) -> torch.Tensor:
+    """Edge type of each label: ``ACTIVE`` (> 0.5), ``INACTIVE`` (< 0.5), ``MISSING`` (NaN).
+
+    Examples
+    --------
+    >>> label_edge_types(torch.tensor([1.0, 0.0, float("nan")])).tolist()
+    [2, 1, 3]
+    """
+    kind = torch.full(labels.shape, MISSING, dtype=torch.long, device=labels.device)
+    kind[labels > 0.5] = ACTIVE
+    kind[labels < 0.5] = INACTIVE
+    return kind
+
+
 def label_edges(support_labels: torch.Tensor, query_aux_labels: torch.Tensor,
                 query_aux_offset: int = 0) -> LabelEdges:
     """Build the label edges of an episode.
@@ -68,12 +82,9 @@ def label_edges(support_labels: torch.Tensor, query_aux_labels: torch.Tensor,
     rows, cols, types = [], [], []
 
     def add(mol_nodes: torch.Tensor, prop_nodes: torch.Tensor, labels: torch.Tensor) -> None:
-        kind = torch.full_like(labels, MISSING, dtype=torch.long)
-        kind[labels > 0.5] = ACTIVE
-        kind[labels < 0.5] = INACTIVE
         rows.append(mol_nodes)
         cols.append(prop_nodes)
-        types.append(kind)
+        types.append(label_edge_types(labels))
 
     s_mol, s_prop = torch.meshgrid(torch.arange(n_support), torch.arange(n_props), indexing="ij")
     add(s_mol.reshape(-1) + mol_offset, s_prop.reshape(-1), support_labels.reshape(-1))

@@ -20,7 +20,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import torch
 
-from deepchem_pintuning.context_graph import ACTIVE, INACTIVE, MISSING, NUM_EDGE_TYPES
+from deepchem_pintuning.context_graph import NUM_EDGE_TYPES, label_edge_types
 from deepchem_pintuning.featurizer import NUM_BOND_DIRECTIONS, NUM_BOND_TYPES, SELF_LOOP_BOND_TYPE
 
 BOND_CATEGORIES = NUM_BOND_TYPES * NUM_BOND_DIRECTIONS
@@ -160,13 +160,6 @@ class LabelGraph:
     in_degree: torch.Tensor   # [E, N]
 
 
-def _edge_kind(labels: torch.Tensor) -> torch.Tensor:
-    kind = torch.full(labels.shape, MISSING, dtype=torch.long, device=labels.device)
-    kind[labels > 0.5] = ACTIVE
-    kind[labels < 0.5] = INACTIVE
-    return kind
-
-
 def dense_label_graph(support_labels: torch.Tensor, query_aux_labels: torch.Tensor,
                       query_aux_offset: int = 0) -> LabelGraph:
     """Dense form of :func:`deepchem_pintuning.context_graph.label_edges` for a batch of episodes.
@@ -181,10 +174,10 @@ def dense_label_graph(support_labels: torch.Tensor, query_aux_labels: torch.Tens
     n_query = query_aux_labels.shape[1]
     device = support_labels.device
     kind = torch.full((n_groups, n_props, n_support + n_query), -1, dtype=torch.long, device=device)
-    kind[:, :, :n_support] = _edge_kind(support_labels).transpose(1, 2)
+    kind[:, :, :n_support] = label_edge_types(support_labels).transpose(1, 2)
     if n_query and n_props > 1:
         rows = torch.arange(1, n_props, device=device) + query_aux_offset
-        kind[:, rows, n_support:] = _edge_kind(query_aux_labels).transpose(1, 2)
+        kind[:, rows, n_support:] = label_edge_types(query_aux_labels).transpose(1, 2)
     edge = (kind >= 0).to(support_labels.dtype)                                   # [E, P, M]
     n_nodes = n_props + n_support + n_query
     adjacency = torch.zeros(n_groups, n_nodes, n_nodes, device=device, dtype=edge.dtype)

@@ -21,7 +21,7 @@ bond instead of silently using a wrong row.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 from deepchem.feat import MolecularFeaturizer
@@ -137,6 +137,24 @@ class PretrainGNNFeaturizer(MolecularFeaturizer):
         edge_features = np.array(feats, dtype=np.int64).reshape(-1, 2)
         return GraphData(node_features=atoms, edge_index=edge_index, edge_features=edge_features)
 
+    def featurize_one(self, smiles: str) -> Tuple[Optional[GraphData], Optional[str]]:
+        """Parse ``smiles`` once: ``(graph, None)``, or ``(None, why it cannot be featurized)``.
+
+        Examples
+        --------
+        >>> graph, reason = PretrainGNNFeaturizer().featurize_one("CCO")
+        >>> graph.node_features.shape, reason
+        ((3, 2), None)
+        """
+        with rdBase.BlockLogs():
+            mol = Chem.MolFromSmiles(smiles)
+        if mol is None:
+            return None, "RDKit could not parse the SMILES"
+        try:
+            return self._featurize(mol), None
+        except UnsupportedMoleculeError as error:
+            return None, str(error)
+
     def explain_failure(self, smiles: str) -> Optional[str]:
         """Return why ``smiles`` cannot be featurized, or None when it can.
 
@@ -147,13 +165,5 @@ class PretrainGNNFeaturizer(MolecularFeaturizer):
         >>> PretrainGNNFeaturizer().explain_failure("CCO") is None
         True
         """
-        with rdBase.BlockLogs():
-            mol = Chem.MolFromSmiles(smiles)
-        if mol is None:
-            return "RDKit could not parse the SMILES"
-        try:
-            self._featurize(mol)
-        except UnsupportedMoleculeError as error:
-            return str(error)
-        return None
+        return self.featurize_one(smiles)[1]
 

@@ -6,9 +6,9 @@ weight stays shared (no episode axis). Activations are laid out ``[E, rows, feat
 function here accepts both kinds of weight, so the batched network is written once for both.
 
 Batch normalisation in train mode uses per-episode batch statistics (the reference path runs one
-episode per forward call). The statistics are handed to a :class:`RunningStatsRecorder`, which
-replays the running-average updates in the order the reference path would have made them, so the
-BatchNorm buffers after a batched step equal those after the reference step.
+episode per forward call). The statistics are handed to a :class:`PassState`, which replays the
+running-average updates in the order the reference path would have made them, so the BatchNorm
+buffers after a batched step equal those after the reference step.
 """
 from __future__ import annotations
 

@@ -69,8 +69,9 @@ def adapt_to_support(model: PinTuning, graphs: Sequence, labels: np.ndarray, tas
     ----------
     graphs: sequence of GraphData
         Featurized support molecules.
-    labels: array [n_support, P]
-        Labels on ``[target, aux...]`` (target 0/1; auxiliary labels NaN when unknown).
+    labels: array [n_support] or [n_support, P]
+        Target labels (0/1), the auxiliary labels then all missing; or labels on
+        ``[target, aux...]`` (auxiliary labels NaN when unknown).
     task_id, aux_ids: int, sequence of int
         Property-embedding rows of the target and of the auxiliary properties.
     seed: int
@@ -78,7 +79,11 @@ def adapt_to_support(model: PinTuning, graphs: Sequence, labels: np.ndarray, tas
     query_aux_labels: array [P - 1], optional
         Auxiliary labels every scored molecule gets (default: all missing).
     """
-    n_support, n_props = labels.shape
+    n_props = 1 + len(aux_ids)
+    if np.ndim(labels) == 1:  # no auxiliary labels: all missing
+        labels = np.concatenate([np.asarray(labels, dtype=float)[:, None],
+                                 np.full((len(labels), n_props - 1), np.nan)], axis=1)
+    n_support = len(labels)
     dtype = torch.get_default_dtype()
     graph_batch = gather_graphs(PackedGraphs(graphs, device), torch.arange(n_support).view(1, -1))
     label_table = torch.as_tensor(labels, dtype=dtype, device=device)
@@ -119,10 +124,13 @@ def score_molecules(model: PinTuning, adapted: AdaptedSupport, graphs: Sequence,
             # the first similarity layer sees the frozen vectors: support-support scores are shared by all
             support_scores = similarity_scores(model.context.similarity[0], params, FIRST_SIMILARITY,
                                                adapted.frozen.unsqueeze(0), None)[0]
+            # label edges of a support + one molecule graph: the same for every molecule
+            labels = dense_label_graph(adapted.labels[None], adapted.query_aux_labels.view(1, 1, -1),
+                                       model.config.query_aux_offset)
 
         def score(start: int) -> np.ndarray:
             with torch.no_grad():
-                return _score_chunk(model, adapted, params, support_scores, graphs[start:start + batch_size])
+                return _score_chunk(model, adapted, params, support_scores, labels, graphs[start:start + batch_size])
 
         starts = range(0, len(graphs), batch_size)
         if workers > 1 and len(starts) > 1:
@@ -149,12 +157,10 @@ def _first_layer_scores(model: PinTuning, params: ParamView, support_scores: tor
 
 
 def _score_chunk(model: PinTuning, adapted: AdaptedSupport, params: ParamView, support_scores: torch.Tensor,
-                 graphs: Sequence) -> np.ndarray:
+                 labels: LabelGraph, graphs: Sequence) -> np.ndarray:
     n_mols, (n_support, n_props) = len(graphs), adapted.labels.shape
     chunk = gather_graphs(PackedGraphs(graphs, adapted.frozen.device), torch.arange(n_mols).view(1, -1))
     frozen = _frozen_vectors(model, chunk)[0]                                                   # [B, d]
-    labels = dense_label_graph(adapted.labels[None], adapted.query_aux_labels.view(1, 1, -1),
-                               model.config.query_aux_offset)
     labels = LabelGraph(*(t.expand(n_mols, *t.shape[1:]) for t in (labels.adjacency, labels.type_counts,
                                                                     labels.in_degree)))
     mol_x = torch.cat([adapted.frozen.expand(n_mols, -1, -1), frozen.unsqueeze(1)], dim=1)     # [B, n_s + 1, d]

@@ -90,12 +90,15 @@ def nt_xent(vectors: torch.Tensor, groups: torch.Tensor, temperature: float) -> 
 
 
 def emb_bwc_penalty(model: PinTuning, regularizer: Optional[EmbBWC], before: Params, after: Params) -> torch.Tensor:
-    """Emb-BWC term of one episode for ``model.config.emb_bwc``."""
+    """Emb-BWC term of one episode for ``model.config.emb_bwc``.
+
+    Tables with an episode axis (``[E, rows, dim]``, the fast path) give one term per episode.
+    """
     names = model.embedding_table_names()
     if model.config.emb_bwc == "inner_step":
         return inner_step_penalty([before[n] for n in names], [after[n] for n in names])
     if regularizer is None:
-        return torch.zeros(())
+        return torch.zeros((), device=next(iter(after.values())).device)
     return regularizer({n.split("encoder.", 1)[1]: after[n] for n in names})
 
 

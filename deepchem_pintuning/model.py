@@ -247,10 +247,9 @@ class PinTuningModel(TorchModel):
         per_task: Dict[str, Dict[str, float]] = {}
         for episode in evaluation_episodes(data, self.config.n_shot, seed, tasks):
             if protocol == "deployment":
-                labels = np.full((len(episode.support), 1 + len(episode.aux_task_indices)), np.nan)
-                labels[:, 0] = episode.support_labels
-                adapted = adapt_to_support(self.model, [data.graphs[i] for i in episode.support], labels,
-                                           episode.task_index, episode.aux_task_indices, seed, device=self.device)
+                adapted = adapt_to_support(self.model, [data.graphs[i] for i in episode.support],
+                                           episode.support_labels, episode.task_index, episode.aux_task_indices,
+                                           seed, device=self.device)
                 scores = score_molecules(self.model, adapted, [data.graphs[i] for i in episode.query],
                                          workers=self.workers)
             elif fast:
@@ -276,9 +275,7 @@ class PinTuningModel(TorchModel):
         self._ensure_built()
         graphs, labels, _ = featurize_support(support_smiles, support_labels)
         aux = [i for i in range(self.n_tasks) if i not in set(self.test_task_ids)]
-        table = np.full((len(labels), 1 + len(aux)), np.nan)
-        table[:, 0] = labels
-        return adapt_to_support(self.model, graphs, table, self.n_tasks, aux, seed, device=self.device)
+        return adapt_to_support(self.model, graphs, labels, self.n_tasks, aux, seed, device=self.device)
 
     def score_smiles(self, adapted: AdaptedSupport, smiles: Sequence[str],
                      batch_size: int = 256) -> Tuple[np.ndarray, List[str]]:

@@ -9,9 +9,7 @@ import numpy as np
 
 from deepchem_pintuning.data import FewShotDataset
 from deepchem_pintuning.episodes import Episode
-from rdkit import Chem, rdBase
-
-from deepchem_pintuning.featurizer import PretrainGNNFeaturizer, UnsupportedMoleculeError
+from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
 
 logger = logging.getLogger(__name__)
 
@@ -31,23 +29,14 @@ def featurize_with_reasons(smiles: Sequence[str]) -> Tuple[List, List[int], List
     """
     featurizer = PretrainGNNFeaturizer()
     graphs, kept, reasons = [], [], []
-    with rdBase.BlockLogs():
-        for position, text in enumerate(smiles):
-            mol = Chem.MolFromSmiles(text) if text else None
-            if not text:
-                reasons.append("empty SMILES")
-            elif mol is None:
-                reasons.append("RDKit could not parse the SMILES")
-            elif mol.GetNumAtoms() == 0:
-                reasons.append("the molecule has no atoms")
-            else:
-                try:
-                    graphs.append(featurizer._featurize(mol))
-                except UnsupportedMoleculeError as error:
-                    reasons.append(str(error))
-                    continue
-                kept.append(position)
-                reasons.append("")
+    for position, text in enumerate(smiles):
+        graph, reason = featurizer.featurize_one(text) if text else (None, "empty SMILES")
+        if graph is not None and len(graph.node_features) == 0:
+            graph, reason = None, "the molecule has no atoms"
+        if graph is not None:
+            graphs.append(graph)
+            kept.append(position)
+        reasons.append(reason or "")
     return graphs, kept, reasons
 
 
