@@ -91,7 +91,7 @@ def table(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-sizes", type=int, nargs="+", default=[1000, 10000, 100000])
-    parser.add_argument("--old-sizes", type=int, nargs="+", default=[1000])
+    parser.add_argument("--old-sizes", type=int, nargs="*", default=[1000])
     parser.add_argument("--out", default=str(RESULTS / "scoring_speed.json"))
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()

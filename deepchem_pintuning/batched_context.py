@@ -34,18 +34,17 @@ def _pair_layout(n: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tens
     return first, second, cell_pair.reshape(-1)
 
 
-def pair_scores(net: SimilarityEdges, params, prefix: str, left: torch.Tensor, right: torch.Tensor,
+def pair_scores(net: SimilarityEdges, params, prefix: str, difference: torch.Tensor,
                 state: Optional[PassState], diagonal_weight: Optional[float] = None) -> torch.Tensor:
-    """Edge-network scores ``sigmoid(net(exp(-|left - right|)))`` of pairs ``[E, Q, d]`` -> ``[E, Q]``.
+    """Edge-network scores ``sigmoid(net(exp(-|x_i - x_j|)))`` of pair differences ``[E, Q, d]`` -> ``[E, Q]``.
 
-    In train mode the BatchNorm statistics must be those of the reference's full ``n x n`` pair
-    map: ``left``/``right`` are then the upper-triangle pairs (each counted twice) and
-    ``diagonal_weight = n`` adds the diagonal (features all ones) as one row of weight ``n``. In
-    eval mode each BatchNorm is folded into the preceding linear map.
+    ``difference`` (``x_i - x_j`` per pair) is overwritten when no graph is recorded (evaluation):
+    the pair tensor is the largest of the pass. In train mode the BatchNorm statistics must be
+    those of the reference's full ``n x n`` pair map: the pairs are then the upper-triangle ones
+    (each counted twice) and ``diagonal_weight = n`` adds the diagonal (features all ones) as one
+    row of weight ``n``. In eval mode each BatchNorm is folded into the preceding linear map.
     """
-    h = left - right
-    # in place when no graph is recorded (evaluation): the pair tensor is the largest of the pass
-    h = h.abs_().neg_().exp_() if not torch.is_grad_enabled() else torch.exp(-h.abs())
+    h = difference.abs_().neg_().exp_() if not torch.is_grad_enabled() else torch.exp(-difference.abs())
     n_pairs, row_weight = h.size(1), None
     if diagonal_weight is not None:
         h = torch.cat([h, torch.ones_like(h[:, :1])], dim=1)
@@ -65,13 +64,23 @@ def pair_scores(net: SimilarityEdges, params, prefix: str, left: torch.Tensor, r
     return torch.sigmoid(score[:, :n_pairs, 0])
 
 
+PAIR_BLOCK_ELEMENTS = 1 << 20  # evaluation: pair features built in blocks of ~4 MB
+
+
 def similarity_scores(net: SimilarityEdges, params, prefix: str, mol: torch.Tensor,
                       state: Optional[PassState]) -> torch.Tensor:
     """Symmetric score matrix ``[E, M, M]`` of the molecules ``mol`` ``[E, M, d]`` (diagonal 0), one half computed."""
-    n_groups, n, _ = mol.shape
+    n_groups, n, dim = mol.shape
     first, second, cell_pair = _pair_layout(n, mol.device)
-    score = pair_scores(net, params, prefix, mol[:, first], mol[:, second], state,
-                        float(n) if net.training else None)
+    diagonal = float(n) if net.training else None
+    if torch.is_grad_enabled() or net.training:  # train-mode BatchNorm needs all pairs in one batch
+        score = pair_scores(net, params, prefix, mol.index_select(1, first) - mol.index_select(1, second),
+                            state, diagonal)
+    else:  # in place, a block of groups at a time: the pair tensor is the largest of an evaluation pass
+        block = max(1, PAIR_BLOCK_ELEMENTS // max(1, first.numel() * dim))
+        score = torch.cat([pair_scores(net, params, prefix,
+                                       part.index_select(1, first).sub_(part.index_select(1, second)), state, diagonal)
+                           for part in mol.split(block)])
     return torch.cat([score, score.new_zeros(n_groups, 1)], dim=1)[:, cell_pair].view(n_groups, n, n)
 
 

@@ -113,8 +113,9 @@ def _predict(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
     from deepchem_pintuning.model import PinTuningModel
+    from deepchem_pintuning.user_assay import featurize_ahead
 
-    _require_at_least_one(args, "batch_size", "workers")
+    _require_at_least_one(args, "batch_size", "chunk_size", "workers")
     if args.uncertainty == 1 or args.uncertainty < 0:
         raise UserInputError("--uncertainty needs at least 2 adaptations (or 0 for none)")
     out = check_writable_output(args.out)
@@ -131,14 +132,14 @@ def _predict(args: argparse.Namespace) -> None:
     except ValueError as error:
         raise UserInputError(f"--support {args.support}: {error}") from None
     total, scored, n_rows = count_records(library), 0, 0
-    chunks = read_library(library, args.smiles_column, args.id_column, chunk_size=max(args.batch_size, 1000))
+    chunks = read_library(library, args.smiles_column, args.id_column, chunk_size=args.chunk_size)
     with open(out, "w", newline="") as handle, tqdm(total=total, unit="mol", desc="scoring",
                                                      disable=args.quiet) as bar:
-        for number, (rows, smiles) in enumerate(chunks):
-            scores, reasons = model.score_smiles(adapted, smiles, args.batch_size)
+        for number, (rows, featurized) in enumerate(featurize_ahead(chunks)):
+            scores, reasons = model.score_smiles(adapted, featurized, args.batch_size)
             rows = rows.assign(score=scores)
             if resampled:  # spread over adaptations with other dropout seeds
-                spread = np.std([model.score_smiles(a, smiles, args.batch_size)[0] for a in resampled], axis=0)
+                spread = np.std([model.score_smiles(a, featurized, args.batch_size)[0] for a in resampled], axis=0)
                 rows = rows.assign(score_sd=spread)
             rows = rows.assign(reason=reasons)
             rows.to_csv(handle, header=number == 0, index=False, float_format="%.6f")
@@ -230,7 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--id-column", default=None,
                          help="CSV: a column that must exist; SDF: a record property copied to the output")
     predict.add_argument("--seed", type=int, default=0, help="seeds the adaptation step's dropout")
-    predict.add_argument("--batch-size", type=int, default=256, help="molecules scored per batch")
+    predict.add_argument("--batch-size", type=int, default=64, help="molecules scored per batch")
+    predict.add_argument("--chunk-size", type=int, default=4096,
+                         help="rows read, featurized and written at a time (the next chunk is featurized while "
+                              "this one is scored)")
     predict.add_argument("--uncertainty", type=int, default=0, metavar="K",
                          help="add a score_sd column: the spread of the scores over K further adaptations "
                               "(dropout seeds seed+1..seed+K); costs K more scoring passes")

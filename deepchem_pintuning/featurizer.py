@@ -98,44 +98,41 @@ class PretrainGNNFeaturizer(MolecularFeaturizer):
     def _featurize(self, datapoint: Chem.Mol, **kwargs) -> GraphData:
         if datapoint is None:
             raise UnsupportedMoleculeError("RDKit could not parse the molecule")
-        mol = Chem.Mol(datapoint)
-        if self.kekulize:
+        mol = datapoint
+        if self.kekulize:  # on a copy: the caller's molecule keeps its aromatic bonds
+            mol = Chem.Mol(datapoint)
             Chem.Kekulize(mol)
-        name = Chem.MolToSmiles(datapoint)
-        atoms = np.zeros((mol.GetNumAtoms(), 2), dtype=np.int64)
-        for atom in mol.GetAtoms():
-            z = atom.GetAtomicNum()
+        atoms = [(atom.GetAtomicNum(), atom.GetChiralTag()) for atom in mol.GetAtoms()]
+        for index, (z, tag) in enumerate(atoms):
             if not 1 <= z <= MAX_ATOMIC_NUMBER:
                 raise UnsupportedMoleculeError(
-                    f"{name}: atom {atom.GetIdx()} has atomic number {z}; the embedding "
+                    f"{Chem.MolToSmiles(datapoint)}: atom {index} has atomic number {z}; the embedding "
                     f"table covers 1..{MAX_ATOMIC_NUMBER} (dummy atoms '*' are not allowed)")
-            tag = atom.GetChiralTag()
             if tag not in CHIRALITY_INDEX:
                 raise UnsupportedMoleculeError(
-                    f"{name}: atom {atom.GetIdx()} ({atom.GetSymbol()}) has chiral tag {tag}; "
-                    "the pretrain-gnns chirality table only has UNSPECIFIED, TETRAHEDRAL_CW "
+                    f"{Chem.MolToSmiles(datapoint)}: atom {index} ({mol.GetAtomWithIdx(index).GetSymbol()}) has "
+                    f"chiral tag {tag}; the pretrain-gnns chirality table only has UNSPECIFIED, TETRAHEDRAL_CW "
                     "and TETRAHEDRAL_CCW")
-            atoms[atom.GetIdx()] = (z - 1, CHIRALITY_INDEX[tag])
+        node_features = np.array([(z - 1, CHIRALITY_INDEX[tag]) for z, tag in atoms], dtype=np.int64).reshape(-1, 2)
 
-        src, dst, feats = [], [], []
-        for bond in mol.GetBonds():
-            btype, bdir = bond.GetBondType(), bond.GetBondDir()
+        bonds = [(bond.GetBeginAtomIdx(), bond.GetEndAtomIdx(), bond.GetBondType(), bond.GetBondDir())
+                 for bond in mol.GetBonds()]
+        for index, (_, _, btype, bdir) in enumerate(bonds):
             if btype not in BOND_TYPE_INDEX:
                 raise UnsupportedMoleculeError(
-                    f"{name}: bond {bond.GetIdx()} has type {btype}; supported: "
+                    f"{Chem.MolToSmiles(datapoint)}: bond {index} has type {btype}; supported: "
                     "SINGLE, DOUBLE, TRIPLE, AROMATIC")
             if bdir not in BOND_DIRECTION_INDEX:
                 raise UnsupportedMoleculeError(
-                    f"{name}: bond {bond.GetIdx()} has direction {bdir}; supported: "
+                    f"{Chem.MolToSmiles(datapoint)}: bond {index} has direction {bdir}; supported: "
                     "NONE, ENDUPRIGHT, ENDDOWNRIGHT")
-            i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
-            feature = (BOND_TYPE_INDEX[btype], BOND_DIRECTION_INDEX[bdir])
-            src += [i, j]
-            dst += [j, i]
-            feats += [feature, feature]
-        edge_index = np.array([src, dst], dtype=np.int64).reshape(2, -1)
-        edge_features = np.array(feats, dtype=np.int64).reshape(-1, 2)
-        return GraphData(node_features=atoms, edge_index=edge_index, edge_features=edge_features)
+        # every bond in both directions: (i -> j, j -> i) per bond, with the same features
+        ends = np.array([(i, j) for i, j, _, _ in bonds], dtype=np.int64).reshape(-1, 2)
+        edge_index = np.stack([ends, ends[:, ::-1]], axis=1).reshape(-1, 2).T.copy()
+        features = np.array([(BOND_TYPE_INDEX[t], BOND_DIRECTION_INDEX[d]) for _, _, t, d in bonds],
+                            dtype=np.int64).reshape(-1, 2)
+        return GraphData(node_features=node_features, edge_index=edge_index,
+                         edge_features=np.repeat(features, 2, axis=0))
 
     def featurize_one(self, smiles: str) -> Tuple[Optional[GraphData], Optional[str]]:
         """Parse ``smiles`` once: ``(graph, None)``, or ``(None, why it cannot be featurized)``.

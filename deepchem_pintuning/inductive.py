@@ -110,7 +110,7 @@ def adapt_to_support(model: PinTuning, graphs: Sequence, labels: np.ndarray, tas
                           torch.as_tensor(aux, dtype=dtype, device=label_table.device))
 
 
-def score_molecules(model: PinTuning, adapted: AdaptedSupport, graphs: Sequence, batch_size: int = 256,
+def score_molecules(model: PinTuning, adapted: AdaptedSupport, graphs: Sequence, batch_size: int = 64,
                     workers: int = 1) -> np.ndarray:
     """Probability of activity of every molecule in ``graphs``, each on its own context graph.
 
@@ -147,8 +147,8 @@ def _first_layer_scores(model: PinTuning, params: ParamView, support_scores: tor
                         molecules: torch.Tensor) -> torch.Tensor:
     """First-layer similarity scores ``[B, n_s + 1, n_s + 1]`` of the graphs ``support + molecule``."""
     n_mols, n_support = molecules.size(0), support.size(0)
-    to_support = pair_scores(model.context.similarity[0], params, FIRST_SIMILARITY, molecules.unsqueeze(1),
-                             support.unsqueeze(0), None)                                        # [B, n_s]
+    to_support = pair_scores(model.context.similarity[0], params, FIRST_SIMILARITY,
+                             molecules.unsqueeze(1) - support.unsqueeze(0), None)               # [B, n_s]
     scores = support_scores.new_zeros(n_mols, n_support + 1, n_support + 1)
     scores[:, :n_support, :n_support] = support_scores
     scores[:, n_support, :n_support] = to_support

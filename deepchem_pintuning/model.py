@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import deepchem as dc
 import numpy as np
@@ -25,7 +25,7 @@ from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
 from deepchem_pintuning.meta_training import episode_inputs, meta_loss, predict_episode
 from deepchem_pintuning.pintuning import PinTuning, PinTuningConfig
 from deepchem_pintuning.inductive import AdaptedSupport, adapt_to_support, score_molecules
-from deepchem_pintuning.user_assay import build_user_episode, featurize_support, featurize_with_reasons
+from deepchem_pintuning.user_assay import FeaturizedLibrary, build_user_episode, featurize_library, featurize_support
 
 logger = logging.getLogger(__name__)
 
@@ -277,21 +277,22 @@ class PinTuningModel(TorchModel):
         aux = [i for i in range(self.n_tasks) if i not in set(self.test_task_ids)]
         return adapt_to_support(self.model, graphs, labels, self.n_tasks, aux, seed, device=self.device)
 
-    def score_smiles(self, adapted: AdaptedSupport, smiles: Sequence[str],
-                     batch_size: int = 256) -> Tuple[np.ndarray, List[str]]:
+    def score_smiles(self, adapted: AdaptedSupport, smiles: Union[Sequence[str], FeaturizedLibrary],
+                     batch_size: int = 64) -> Tuple[np.ndarray, List[str]]:
         """Inductive scores of ``smiles`` for an assay from :meth:`adapt_to_assay`, and a reason per molecule.
 
         Every distinct SMILES is featurized and scored once, so copies get identical scores. A
         molecule that cannot be featurized gets NaN and the reason (``""`` for scored molecules).
+        ``smiles`` may be featurized already (:func:`~deepchem_pintuning.user_assay.featurize_library`),
+        e.g. to score one library for several adaptations or to featurize the next chunk of a
+        library while this one is scored.
         """
-        unique = list(dict.fromkeys(smiles))
-        graphs, kept, reasons = featurize_with_reasons(unique)
-        scores = np.full(len(unique), np.nan)
-        if graphs:
-            scores[kept] = score_molecules(self.model, adapted, graphs, batch_size, self.workers)
-        position = {s: i for i, s in enumerate(unique)}
-        index = np.array([position[s] for s in smiles], dtype=np.int64)
-        return scores[index], [reasons[i] for i in index]
+        library = smiles if isinstance(smiles, FeaturizedLibrary) else featurize_library(smiles)
+        scores = np.full(int(library.distinct_index.max(initial=-1)) + 1, np.nan)
+        if library.graphs:
+            scores[library.featurized] = score_molecules(self.model, adapted, library.graphs, batch_size,
+                                                         self.workers)
+        return scores[library.distinct_index], library.reasons
 
     def predict_smiles(self, support_smiles: Sequence[str], support_labels: Sequence[float],
                        query_smiles: Sequence[str], seed: int = 0, transductive: bool = False) -> np.ndarray:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
-from typing import List, Sequence, Tuple
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterable, Iterator, List, Sequence, Tuple, TypeVar
 
 import deepchem as dc
 import numpy as np
@@ -14,6 +16,7 @@ from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
 logger = logging.getLogger(__name__)
 
 MIN_PER_CLASS = 2
+Payload = TypeVar("Payload")
 
 
 def featurize_with_reasons(smiles: Sequence[str]) -> Tuple[List, List[int], List[str]]:
@@ -38,6 +41,55 @@ def featurize_with_reasons(smiles: Sequence[str]) -> Tuple[List, List[int], List
             kept.append(position)
         reasons.append(reason or "")
     return graphs, kept, reasons
+
+
+@dataclass
+class FeaturizedLibrary:
+    """A list of SMILES with each distinct SMILES featurized once (copies share one graph, hence one score)."""
+
+    graphs: List                # graphs of the distinct SMILES that could be featurized
+    featurized: np.ndarray      # [len(graphs)] their positions among the distinct SMILES
+    distinct_index: np.ndarray  # [n_inputs] position of each input among the distinct SMILES
+    reasons: List[str]          # per input: why it cannot be featurized ("" when it can)
+
+    def __len__(self) -> int:
+        return len(self.distinct_index)
+
+
+def featurize_library(smiles: Sequence[str]) -> FeaturizedLibrary:
+    """Featurize the distinct SMILES of ``smiles`` once each.
+
+    Examples
+    --------
+    >>> library = featurize_library(["CCO", "C1CC", "CCO"])
+    >>> len(library.graphs), library.distinct_index.tolist(), library.reasons
+    (1, [0, 1, 0], ['', 'RDKit could not parse the SMILES', ''])
+    """
+    distinct = list(dict.fromkeys(smiles))
+    graphs, kept, reasons = featurize_with_reasons(distinct)
+    position = {s: i for i, s in enumerate(distinct)}
+    index = np.array([position[s] for s in smiles], dtype=np.int64)
+    return FeaturizedLibrary(graphs, np.asarray(kept, dtype=np.int64), index, [reasons[i] for i in index])
+
+
+def featurize_ahead(chunks: Iterable[Tuple[Payload, Sequence[str]]]) -> Iterator[Tuple[Payload, FeaturizedLibrary]]:
+    """``(payload, smiles)`` chunks -> ``(payload, featurized)``, chunk ``k + 1`` featurized in a
+    background thread while the caller scores chunk ``k``.
+
+    Examples
+    --------
+    >>> [(name, len(lib.graphs)) for name, lib in featurize_ahead([("a", ["CCO", "CC"]), ("b", ["C1C"])])]
+    [('a', 2), ('b', 0)]
+    """
+    with ThreadPoolExecutor(1) as pool:
+        pending = None
+        for payload, smiles in chunks:
+            future = pool.submit(featurize_library, smiles)
+            if pending is not None:
+                yield pending[0], pending[1].result()
+            pending = (payload, future)
+        if pending is not None:
+            yield pending[0], pending[1].result()
 
 
 def featurize_or_skip(smiles: Sequence[str], role: str) -> Tuple[List, List[int], List[Tuple[str, str]]]:

@@ -63,6 +63,13 @@ def test_predict_keeps_every_row_in_order_with_reasons(assay, capsys):
     assert scores.loc[0, "score"] == scores.loc[20, "score"]           # the same molecule twice
 
 
+def test_predict_in_small_chunks_writes_the_same_file(assay):
+    """Chunks of 4 rows: featurized one chunk ahead, written as they come, header once."""
+    assert main(_predict(assay, out="whole.csv")) == 0
+    assert main(_predict(assay, "--chunk-size", "4", out="chunked.csv")) == 0
+    assert (assay / "chunked.csv").read_text() == (assay / "whole.csv").read_text()
+
+
 def test_uncertainty_column_is_the_spread_over_adaptations(assay):
     assert main(_predict(assay, "--uncertainty", "3", out="uncertain.csv")) == 0
     scores = pd.read_csv(assay / "uncertain.csv", keep_default_na=False)

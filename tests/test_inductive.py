@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
+from deepchem_pintuning import batched_context
 from deepchem_pintuning.batching import collate_graphs
 from deepchem_pintuning.context_graph import label_edges
 from deepchem_pintuning.episodes import evaluation_episode
@@ -45,7 +46,10 @@ def _inputs(model, graphs, labels, task, aux, n_query):
                          n_support=len(labels), support_labels=support_labels[:, 0])
 
 
-def test_inductive_scores_equal_the_reference_network(cld, trained):
+@pytest.mark.parametrize("pair_block_elements", [None, 1])   # 1: the similarity pairs one molecule at a time
+def test_inductive_scores_equal_the_reference_network(cld, trained, pair_block_elements, monkeypatch):
+    if pair_block_elements is not None:
+        monkeypatch.setattr(batched_context, "PAIR_BLOCK_ELEMENTS", pair_block_elements)
     net = trained.model
     episode = evaluation_episode(cld, cld.test_tasks[0], n_shot=5, seed=0)
     graphs, labels = _support(cld, episode)
