@@ -125,6 +125,8 @@ def _predict(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     model = PinTuningModel.load(args.model_dir, device=torch.device(args.device))
     model.workers = args.workers
+    if args.adaptation is not None:
+        model.config.deployment_adaptation = args.adaptation
     try:
         adapted = model.adapt_to_assay(support_smiles, support_labels, seed=args.seed)
         resampled = [model.adapt_to_assay(support_smiles, support_labels, seed=args.seed + 1 + k)
@@ -231,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--id-column", default=None,
                          help="CSV: a column that must exist; SDF: a record property copied to the output")
     predict.add_argument("--seed", type=int, default=0, help="seeds the adaptation step's dropout")
+    predict.add_argument("--adaptation", choices=["train", "eval"], default=None,
+                         help="adaptation step in train mode (seeded dropout, support-batch statistics) or eval "
+                              "mode (deterministic whatever the seed); default: the model's setting")
     predict.add_argument("--batch-size", type=int, default=64, help="molecules scored per batch")
     predict.add_argument("--chunk-size", type=int, default=4096,
                          help="rows read, featurized and written at a time (the next chunk is featurized while "

@@ -4,9 +4,10 @@ The paper's evaluation is transductive: up to 128 query molecules share one cont
 molecule's score depends on which molecules it was batched with, and the test-time adaptation sees
 a random sample of the library. For ranking a user's library that is the wrong contract. Here:
 
-1. :func:`adapt_to_support`: the inner step(s) on the support set alone (its own context graph,
-   train mode as in meta-training, dropout from a generator seeded by ``seed``). The model itself
-   is left untouched (BatchNorm running statistics are not updated).
+1. :func:`adapt_to_support`: the inner step(s) on the support set alone (its own context graph).
+   ``mode="train"``: as in meta-training (BatchNorm on the support's batch statistics, dropout from
+   a generator seeded by ``seed``); ``mode="eval"``: BatchNorm on its running statistics, no
+   dropout. The model itself is left untouched (running statistics are not updated).
 2. :func:`score_molecules`: for every molecule, the context graph ``support + that molecule`` in
    eval mode. With BatchNorm in eval mode nothing else couples the molecules, so only the scored
    molecule goes through the adapted encoder (the support molecules' own outputs are not needed),
@@ -62,7 +63,7 @@ def _frozen_vectors(model: PinTuning, graphs: GraphBatch) -> torch.Tensor:
 
 def adapt_to_support(model: PinTuning, graphs: Sequence, labels: np.ndarray, task_id: int, aux_ids: Sequence[int],
                      seed: int = 0, query_aux_labels: Optional[np.ndarray] = None,
-                     device: Optional[torch.device] = None) -> AdaptedSupport:
+                     device: Optional[torch.device] = None, mode: str = "train") -> AdaptedSupport:
     """Test-time adaptation on a support set alone; the model is not modified.
 
     Parameters
@@ -75,10 +76,15 @@ def adapt_to_support(model: PinTuning, graphs: Sequence, labels: np.ndarray, tas
     task_id, aux_ids: int, sequence of int
         Property-embedding rows of the target and of the auxiliary properties.
     seed: int
-        Seeds the dropout of the adaptation step (train mode, as in meta-training).
+        Seeds the dropout of the adaptation step (train mode).
+    mode: str, default "train"
+        ``"train"``: the adaptation step as in meta-training (support-batch BatchNorm statistics,
+        seeded dropout); ``"eval"``: running BatchNorm statistics, no dropout.
     query_aux_labels: array [P - 1], optional
         Auxiliary labels every scored molecule gets (default: all missing).
     """
+    if mode not in ("train", "eval"):
+        raise ValueError(f"adaptation mode must be 'train' or 'eval', got {mode!r}")
     n_props = 1 + len(aux_ids)
     if np.ndim(labels) == 1:  # no auxiliary labels: all missing
         labels = np.concatenate([np.asarray(labels, dtype=float)[:, None],
@@ -90,14 +96,14 @@ def adapt_to_support(model: PinTuning, graphs: Sequence, labels: np.ndarray, tas
     property_ids = torch.as_tensor([task_id, *aux_ids], device=device).view(1, -1)
     frozen = _frozen_vectors(model, graph_batch)
     batch = EpisodeBatch(
-        graphs=graph_batch, frozen=None if model.config.frozen_encoder_train_mode else frozen,
+        graphs=graph_batch, frozen=None if mode == "train" and model.config.frozen_encoder_train_mode else frozen,
         property_ids=property_ids,
         labels=dense_label_graph(label_table[None], label_table.new_zeros(1, 0, n_props - 1),
                                  model.config.query_aux_offset),
         n_support=n_support, support_labels=label_table[None, :, 0], query_labels=None,
         task_ids=property_ids[:, 0])
     was_training = model.training
-    model.train()
+    model.train(mode == "train")
     try:
         generator = torch.Generator(device=label_table.device).manual_seed(seed)
         # the pass state collects BatchNorm statistics and is dropped: running statistics stay as they are

@@ -249,7 +249,7 @@ class PinTuningModel(TorchModel):
             if protocol == "deployment":
                 adapted = adapt_to_support(self.model, [data.graphs[i] for i in episode.support],
                                            episode.support_labels, episode.task_index, episode.aux_task_indices,
-                                           seed, device=self.device)
+                                           seed, device=self.device, mode=self.config.deployment_adaptation)
                 scores = score_molecules(self.model, adapted, [data.graphs[i] for i in episode.query],
                                          workers=self.workers)
             elif fast:
@@ -275,7 +275,8 @@ class PinTuningModel(TorchModel):
         self._ensure_built()
         graphs, labels, _ = featurize_support(support_smiles, support_labels)
         aux = [i for i in range(self.n_tasks) if i not in set(self.test_task_ids)]
-        return adapt_to_support(self.model, graphs, labels, self.n_tasks, aux, seed, device=self.device)
+        return adapt_to_support(self.model, graphs, labels, self.n_tasks, aux, seed, device=self.device,
+                                mode=self.config.deployment_adaptation)
 
     def score_smiles(self, adapted: AdaptedSupport, smiles: Union[Sequence[str], FeaturizedLibrary],
                      batch_size: int = 64) -> Tuple[np.ndarray, List[str]]:

@@ -71,6 +71,7 @@ class PinTuningConfig:
     contrastive_temperature: float = 0.08
     # evaluation
     eval_query_chunk: int = 128
+    deployment_adaptation: str = "train"     # inductive scoring: adaptation step in "train" or "eval" mode
     restore_batchnorm_after_eval: bool = True  # official: False (running statistics leak across test tasks)
 
     @classmethod

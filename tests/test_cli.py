@@ -80,6 +80,12 @@ def test_uncertainty_column_is_the_spread_over_adaptations(assay):
     assert main(_predict(assay, "--uncertainty", "1", out="bad.csv")) == 2
 
 
+def test_eval_mode_adaptation_does_not_depend_on_the_seed(assay):
+    assert main(_predict(assay, "--adaptation", "eval", "--uncertainty", "2", out="eval.csv")) == 0
+    scores = pd.read_csv(assay / "eval.csv", keep_default_na=False)
+    assert (pd.to_numeric(scores.loc[scores["reason"] == "", "score_sd"]) == 0).all()
+
+
 def test_predict_is_reproducible_in_another_process(assay):
     assert main(_predict(assay, out="first.csv")) == 0
     command = [sys.executable, "-m", "deepchem_pintuning.cli", *_predict(assay, out="second.csv")]

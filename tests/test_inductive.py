@@ -46,17 +46,18 @@ def _inputs(model, graphs, labels, task, aux, n_query):
                          n_support=len(labels), support_labels=support_labels[:, 0])
 
 
-@pytest.mark.parametrize("pair_block_elements", [None, 1])   # 1: the similarity pairs one molecule at a time
-def test_inductive_scores_equal_the_reference_network(cld, trained, pair_block_elements, monkeypatch):
+@pytest.mark.parametrize("mode, pair_block_elements", [("train", None), ("train", 1), ("eval", None)])
+def test_inductive_scores_equal_the_reference_network(cld, trained, mode, pair_block_elements, monkeypatch):
+    """``pair_block_elements=1``: the similarity pairs of one molecule at a time."""
     if pair_block_elements is not None:
         monkeypatch.setattr(batched_context, "PAIR_BLOCK_ELEMENTS", pair_block_elements)
     net = trained.model
     episode = evaluation_episode(cld, cld.test_tasks[0], n_shot=5, seed=0)
     graphs, labels = _support(cld, episode)
     task, aux = episode.task_index, list(episode.aux_task_indices)
-    adapted = adapt_to_support(net, graphs, labels, task, aux, seed=0)
+    adapted = adapt_to_support(net, graphs, labels, task, aux, seed=0, mode=mode)
 
-    reference = copy.deepcopy(net).train()
+    reference = copy.deepcopy(net).train(mode == "train")
     fast = inner_adapt(reference, _inputs(trained, graphs, labels, task, aux, 0), reference.trainable_parameters(),
                        trained.config.inner_lr, trained.config.inner_steps, create_graph=False)
     for name, value in fast.items():
@@ -87,6 +88,24 @@ def test_scores_are_deterministic_and_independent_of_the_library(cld, trained):
     alone = trained.predict_smiles(support, episode.support_labels, [smiles[7]], seed=3)
     assert alone[0] == pytest.approx(first[7], abs=1e-6)
     assert all(torch.equal(buffers[n], b) for n, b in trained.model.named_buffers())   # the model is untouched
+
+
+def test_eval_mode_adaptation_has_no_randomness(cld, trained):
+    episode = evaluation_episode(cld, cld.test_tasks[0], n_shot=5, seed=0)
+    graphs, labels = _support(cld, episode)
+    task, aux = episode.task_index, list(episode.aux_task_indices)
+    net = copy.deepcopy(trained.model)   # the fixture has no dropout: switch it on everywhere
+    for module in net.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.p = 0.5
+        elif isinstance(getattr(module, "dropout", None), float):
+            module.dropout = 0.5
+    runs = {(mode, seed): adapt_to_support(net, graphs, labels, task, aux, seed=seed, mode=mode).fast
+            for mode in ("train", "eval") for seed in (0, 1)}
+    same = {mode: all(torch.equal(runs[mode, 0][n], runs[mode, 1][n]) for n in runs[mode, 0]) for mode in ("train", "eval")}
+    assert same == {"train": False, "eval": True}
+    with pytest.raises(ValueError, match="adaptation mode"):
+        adapt_to_support(net, graphs, labels, task, aux, mode="test")
 
 
 def test_deployment_protocol_hides_auxiliary_labels(cld, trained):
