@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -26,6 +27,7 @@ import pandas as pd
 from deepchem.molnet.load_function.molnet_loader import _MolnetLoader
 from rdkit import rdBase
 
+from deepchem_pintuning.featurized_cache import load_featurized, save_featurized
 from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
 
 logger = logging.getLogger(__name__)
@@ -231,8 +233,9 @@ def load_fewshot(name: str,
         shipped copy under the project's ``data/``. Required for ``pcba``.
     save_dir: str, optional
         Cache folder for the featurized dataset (default :func:`default_cache_dir`); each raw file
-        content gets its own subfolder (``<name>-<sha256 prefix>``), so a changed file is featurized
-        anew.
+        content and featurizer gets its own file (``<name>-<sha256 prefix>-<featurizer>.npz``), so a
+        changed file is featurized anew. The cache holds plain arrays and is read without
+        unpickling (:mod:`deepchem_pintuning.featurized_cache`).
     featurizer: PretrainGNNFeaturizer, optional
         Defaults to ``PretrainGNNFeaturizer()``.
     reload: bool, default True
@@ -267,20 +270,24 @@ def load_fewshot(name: str,
         raw_file = folder / _RAW_FILES[name]
     if not raw_file.exists():
         raise DataFileNotFoundError(f"{raw_file} not found." + (" " + PCBA_HELP if name == "pcba" else ""))
-    # one cache folder per raw-file content: an edited or different copy is never served a stale featurization
-    save_dir = str(Path(save_dir) / f"{name}-{_file_digest(raw_file)}")
-
-    # DeepChem logs every unparsable molecule with a traceback; they are reported once below instead.
-    with _quiet_featurization():
-        if name.startswith("toxcast-"):
-            tasks = list(pd.read_csv(raw_file, nrows=0).columns[1:])
-            loader = _GSMetaToxCastLoader(group, featurizer, None, [], tasks, str(folder), save_dir)
-            dataset = loader.load_dataset(name, reload)[1][0]
-        else:
-            tasks, (dataset,), _ = _MOLNET_LOADERS[name](
-                featurizer=featurizer, splitter=None, transformers=[], reload=reload,
-                data_dir=str(folder), save_dir=save_dir)
-            tasks = list(tasks)
+    # one cache file per raw-file content and featurizer: an edited copy is never served a stale featurization
+    cache_file = Path(save_dir) / f"{name}-{_file_digest(raw_file)}-{featurizer}.npz"
+    cached = load_featurized(cache_file) if reload else None
+    if cached is None:
+        # DeepChem logs every unparsable molecule with a traceback; they are reported once below instead.
+        # Its own cache (pickled shards) is written to a scratch folder and never read back.
+        with _quiet_featurization(), tempfile.TemporaryDirectory() as scratch:
+            if name.startswith("toxcast-"):
+                tasks = list(pd.read_csv(raw_file, nrows=0).columns[1:])
+                loader = _GSMetaToxCastLoader(group, featurizer, None, [], tasks, str(folder), scratch)
+                featurized = loader.load_dataset(name, False)[1][0]
+            else:
+                tasks, (featurized,), _ = _MOLNET_LOADERS[name](
+                    featurizer=featurizer, splitter=None, transformers=[], reload=False,
+                    data_dir=str(folder), save_dir=scratch)
+            save_featurized(cache_file, featurized, list(tasks))
+        cached = load_featurized(cache_file)
+    dataset, tasks = cached
 
     skipped = _find_skipped(_raw_smiles(raw_file), [str(s) for s in dataset.ids], featurizer)
     if skipped:
