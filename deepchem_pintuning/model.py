@@ -20,14 +20,25 @@ from deepchem_pintuning.batched_meta_training import DeviceDataset, batched_pred
 from deepchem_pintuning.batching import collate_graphs
 from deepchem_pintuning.data import FewShotDataset, project_data_dir
 from deepchem_pintuning.emb_bwc import EmbBWC, estimate_fisher
+from deepchem_pintuning.encoder import PRETRAINED_ENCODERS, PretrainedGNN
 from deepchem_pintuning.episodes import Episode, EpisodeSampler, evaluation_episodes
 from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
 from deepchem_pintuning.meta_training import episode_inputs, meta_loss, predict_episode
 from deepchem_pintuning.pintuning import PinTuning, PinTuningConfig
 from deepchem_pintuning.inductive import AdaptedSupport, adapt_to_support, score_molecules
+from deepchem_pintuning.library_io import UserInputError
 from deepchem_pintuning.user_assay import FeaturizedLibrary, build_user_episode, featurize_library, featurize_support
 
 logger = logging.getLogger(__name__)
+
+
+class ModelDirectoryError(UserInputError):
+    """A model directory that is missing, incomplete, unreadable or does not fit its settings."""
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 CONFIG_FILE = "pintuning_config.json"
 DEFAULT_METRICS = (dc.metrics.Metric(dc.metrics.roc_auc_score, name="roc_auc"),
@@ -54,6 +65,9 @@ class PinTuningModel(TorchModel):
         Full settings; keyword arguments that name a config field override it.
     model_dir, device, seed:
         As for :class:`deepchem.models.TorchModel`; ``seed`` seeds the initialisation.
+    prebuilt_encoder: PretrainedGNN, optional
+        Used instead of ``config.encoder`` loaded from its file (:meth:`load` passes an empty one:
+        every weight is in the checkpoint).
 
     Examples
     --------
@@ -69,7 +83,8 @@ class PinTuningModel(TorchModel):
 
     def __init__(self, n_tasks: int, test_task_ids: Sequence[int] = (), protocol: str = "paper",
                  config: Optional[PinTuningConfig] = None, model_dir: Optional[str] = None,
-                 device: Optional[torch.device] = None, seed: Optional[int] = None, **overrides):
+                 device: Optional[torch.device] = None, seed: Optional[int] = None,
+                 prebuilt_encoder: Optional[PretrainedGNN] = None, **overrides):
         if protocol not in ("paper", "official"):
             raise ValueError(f"protocol must be 'paper' or 'official', got {protocol!r}")
         if config is None:
@@ -82,7 +97,7 @@ class PinTuningModel(TorchModel):
         self.n_tasks = n_tasks
         self.test_task_ids = list(test_task_ids)
         # one extra, zero-initialised property row stands for a user's new assay (predict_smiles)
-        network = PinTuning(config, n_tasks + 1, list(test_task_ids) + [n_tasks])
+        network = PinTuning(config, n_tasks + 1, list(test_task_ids) + [n_tasks], encoder=prebuilt_encoder)
         super().__init__(network, loss=dc.models.losses.SigmoidCrossEntropy(),
                          optimizer=AdamW(learning_rate=config.meta_lr, weight_decay=config.weight_decay),
                          model_dir=model_dir, device=device)
@@ -105,7 +120,8 @@ class PinTuningModel(TorchModel):
 
     # ------------------------------------------------------------------ Emb-BWC
     def _set_regularizer(self, fisher) -> None:
-        tables = self.model.encoder.embedding_tables()
+        # anchored on the frozen copy: its tables are the pre-trained ones, also after a restore
+        tables = self.model.frozen_encoder.embedding_tables()
         self.regularizer = EmbBWC({n: p for n, p in tables.items()}, self.config.emb_bwc, fisher).to(self.device)
 
     def estimate_fisher(self, smiles: Sequence[str], batch_size: int = 64, seed: int = 0) -> None:
@@ -328,15 +344,58 @@ class PinTuningModel(TorchModel):
 
     @classmethod
     def load(cls, model_dir: str, device: Optional[torch.device] = None) -> "PinTuningModel":
-        """Rebuild a model saved by :meth:`save_checkpoint` (or :meth:`fit`) and restore its weights."""
+        """Rebuild a model saved by :meth:`save_checkpoint` (or :meth:`fit`) and restore its weights.
+
+        A missing, incomplete or mismatched model directory raises :class:`ModelDirectoryError`
+        saying what is wrong (no settings file, unreadable settings or checkpoint, weights that do
+        not fit the settings).
+        """
         path = Path(model_dir, CONFIG_FILE)
         if not path.exists():
-            raise FileNotFoundError(f"{path} not found: {model_dir} is not a saved PinTuningModel")
-        settings = json.loads(path.read_text())
-        model = cls(settings["n_tasks"], settings["test_task_ids"],
-                    config=PinTuningConfig.from_dict(settings["config"]), model_dir=model_dir, device=device)
+            raise ModelDirectoryError(f"{path} not found: {model_dir} is not a saved PinTuningModel")
+        try:
+            settings = json.loads(path.read_text())
+            config = PinTuningConfig.from_dict(settings["config"])
+            n_tasks, test_task_ids = int(settings["n_tasks"]), [int(i) for i in settings["test_task_ids"]]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:   # JSONDecodeError is a ValueError
+            raise ModelDirectoryError(f"{path} is not a valid settings file: {_first_line(error)}") from None
+        # every weight, the frozen encoder's included, is in the checkpoint: the encoder file is not needed
+        empty = PretrainedGNN(PRETRAINED_ENCODERS[config.encoder][0], config.num_layer, config.emb_dim,
+                              config.encoder_dropout)
+        model = cls(n_tasks, test_task_ids, config=config, model_dir=model_dir, device=device,
+                    prebuilt_encoder=empty)
         model.restore()
         return model
+
+    def restore(self, checkpoint: Optional[str] = None, model_dir: Optional[str] = None,
+                strict: Optional[bool] = True) -> None:
+        """Reload the weights from a checkpoint (default: the newest in ``model_dir``), as DeepChem does.
+
+        The file is read with ``torch.load(..., weights_only=True)`` whatever the environment says,
+        so a checkpoint can hold tensors only and loading one never runs code.
+        """
+        self._ensure_built()
+        if checkpoint is None:
+            checkpoints = sorted(self.get_checkpoints(model_dir))
+            if not checkpoints:
+                raise ModelDirectoryError(f"{model_dir or self.model_dir} has no checkpoint (checkpoint*.pt)")
+            checkpoint = checkpoints[0]
+        try:
+            data = torch.load(checkpoint, map_location=self.device, weights_only=True)
+            state, optimizer, step = data["model_state_dict"], data["optimizer_state_dict"], int(data["global_step"])
+        except Exception as error:   # torch raises many types for truncated, foreign or unsafe files
+            raise ModelDirectoryError(f"{checkpoint} is not a readable PinTuningModel checkpoint: "
+                                      f"{_first_line(error)}") from None
+        try:
+            self.model.load_state_dict(state, strict=strict)
+            self._pytorch_optimizer.load_state_dict(optimizer)
+        except (RuntimeError, ValueError, KeyError) as error:
+            details = [line.strip() for line in str(error).splitlines()[1:] if line.strip()] or [_first_line(error)]
+            raise ModelDirectoryError(f"{checkpoint} does not fit the settings in {CONFIG_FILE} "
+                                      f"({len(details)} problem(s), e.g. {details[0]})") from None
+        self._global_step = step
+        if self.config.emb_bwc == "identity":
+            self._set_regularizer(None)
 
     def parameter_summary(self) -> Dict[str, int]:
         """Frozen and tuned parameter counts, per block."""

@@ -26,6 +26,14 @@ from deepchem_pintuning.context_graph import ContextEncoder, LabelEdges
 from deepchem_pintuning.encoder import PretrainedGNN, build_encoder
 
 
+_AT_LEAST = {"num_layer": 1, "emb_dim": 1, "adapter_dim": 1, "context_num_layers": 1, "context_edge_hidden": 1,
+             "fisher_molecules": 1, "n_shot": 1, "n_query": 1, "tasks_per_step": 1, "episodes_per_task": 1,
+             "inner_steps": 0, "eval_query_chunk": 1}
+_CHOICES = {"context_layers": {"all", "first", "none"}, "context_projection": {"dense", "separate"},
+            "emb_bwc": {"identity", "fisher", "embedding_fisher", "inner_step", "none", "frozen"},
+            "deployment_adaptation": {"train", "eval"}}
+
+
 @dataclass
 class PinTuningConfig:
     """Every setting of Pin-Tuning, with the paper's method as default.
@@ -73,6 +81,21 @@ class PinTuningConfig:
     eval_query_chunk: int = 128
     deployment_adaptation: str = "train"     # inductive scoring: adaptation step in "train" or "eval" mode
     restore_batchnorm_after_eval: bool = True  # official: False (running statistics leak across test tasks)
+
+    def __post_init__(self) -> None:
+        """Refuse settings the model cannot run with, naming the setting (``ValueError``)."""
+        problems = [f"{name} must be at least {low}, got {getattr(self, name)}" for name, low in _AT_LEAST.items()
+                    if not isinstance(getattr(self, name), int) or getattr(self, name) < low]
+        problems += [f"{name} must be one of {sorted(options)}, got {getattr(self, name)!r}"
+                     for name, options in _CHOICES.items() if getattr(self, name) not in options]
+        problems += [f"{name} must be in [0, 1), got {getattr(self, name)}"
+                     for name in ("encoder_dropout", "context_dropout") if not 0 <= getattr(self, name) < 1]
+        if not 0 <= self.hide_query_aux <= 1:
+            problems.append(f"hide_query_aux must be in [0, 1], got {self.hide_query_aux}")
+        if self.top_k is not None and self.top_k < 0:
+            problems.append(f"top_k must be None or at least 0, got {self.top_k}")
+        if problems:
+            raise ValueError("Pin-Tuning settings: " + "; ".join(problems))
 
     @classmethod
     def official(cls, **overrides) -> "PinTuningConfig":
