@@ -11,11 +11,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import numpy as np
 
@@ -25,8 +26,26 @@ from deepchem_pintuning.library_io import (UserInputError, check_readable_file, 
                                            find_column, read_library)
 
 
+def _load_dataset(args: argparse.Namespace):
+    """``load_fewshot`` for a command; a raw file that cannot be read is a one-line user error."""
+    import pandas as pd
+    try:
+        return load_fewshot(args.dataset, data_dir=args.data_dir)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, KeyError,
+            IsADirectoryError, PermissionError) as error:
+        where = args.data_dir or "the shipped data"
+        raise UserInputError(f"--data-dir {where}: the {args.dataset} file cannot be read "
+                             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
+    except OSError as error:   # e.g. gzip.BadGzipFile: not a gzip file
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise UserInputError(f"--data-dir {args.data_dir or 'the shipped data'}: the {args.dataset} file cannot be "
+                             f"read ({error})") from None
+
+
 def _summary(args: argparse.Namespace) -> None:
-    data = load_fewshot(args.dataset, data_dir=args.data_dir)
+    _require_at_least_one(args, "shots", "episodes")
+    data = _load_dataset(args)
     table = data.summary()
     print(f"{data.name}: {len(data)} molecules, {len(data.tasks)} properties "
           f"({len(data.train_tasks)} meta-train, {len(data.test_tasks)} meta-test)")
@@ -64,7 +83,7 @@ def _train(args: argparse.Namespace) -> None:
         raise UserInputError(f"--model-dir {args.model_dir} is a file, not a folder")
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load_fewshot(args.dataset, data_dir=args.data_dir)
+    data = _load_dataset(args)
     settings = published_hyperparameters(args.dataset, args.shots)
     settings.update({k: v for k, v in (("inner_lr", args.inner_lr), ("meta_lr", args.meta_lr),
                                        ("emb_bwc_weight", args.emb_bwc_weight)) if v is not None})
@@ -121,9 +140,13 @@ def _predict(args: argparse.Namespace) -> None:
     out = check_writable_output(args.out)
     library = check_readable_file(args.library, "--library")
     support_smiles, support_labels = _read_support(args.support, args.smiles_column, args.label_column)
+    total = count_records(library)
+    if total == 0:
+        raise UserInputError(f"--library {args.library} has no molecules")
+    device = _device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = PinTuningModel.load(args.model_dir, device=torch.device(args.device))
+    model = PinTuningModel.load(args.model_dir, device=device)
     model.workers = args.workers
     if args.adaptation is not None:
         model.config.deployment_adaptation = args.adaptation
@@ -133,10 +156,12 @@ def _predict(args: argparse.Namespace) -> None:
                      for k in range(args.uncertainty)]
     except ValueError as error:
         raise UserInputError(f"--support {args.support}: {error}") from None
-    total, scored, n_rows = count_records(library), 0, 0
+    scored, n_rows = 0, 0
     chunks = read_library(library, args.smiles_column, args.id_column, chunk_size=args.chunk_size)
-    with open(out, "w", newline="") as handle, tqdm(total=total, unit="mol", desc="scoring",
-                                                     disable=args.quiet) as bar:
+    # written under a temporary name and renamed when complete: a failed run leaves no partial --out
+    partial = out.with_name(out.name + ".partial")
+    with _removed_on_error(partial), open(partial, "w", newline="") as handle, \
+            tqdm(total=total, unit="mol", desc="scoring", disable=args.quiet) as bar:
         for number, (rows, featurized) in enumerate(featurize_ahead(chunks)):
             scores, reasons = model.score_smiles(adapted, featurized, args.batch_size)
             rows = rows.assign(score=scores)
@@ -148,13 +173,47 @@ def _predict(args: argparse.Namespace) -> None:
             handle.flush()
             scored, n_rows = scored + int(np.isfinite(scores).sum()), n_rows + len(rows)
             bar.update(len(rows))
+    os.replace(partial, out)
     print(f"scored {scored} of {n_rows} molecules ({n_rows - scored} could not be featurized: empty score, "
           f"reason column) -> {out}")
+
+
+@contextlib.contextmanager
+def _removed_on_error(path: Path) -> Iterator[None]:
+    """Delete ``path`` if the block fails."""
+    try:
+        yield
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _device(name: str):
+    """``torch.device(name)``, refusing names torch does not know and CUDA without a GPU."""
+    import torch
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserInputError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"--device {name}: CUDA is not available on this machine")
+    return device
 
 
 def _pretrain(args: argparse.Namespace) -> None:
     import torch
     from deepchem_pintuning.pretrain import PretrainConfig, pretrain
+    _require_at_least_one(args, "epochs", "batch_size", "log_every", "checkpoint_every")
+    if args.molecules is not None:
+        _require_at_least_one(args, "molecules")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {args.out} is a file, not a folder")
+    if not args.resume and not args.overwrite and (out / "encoder.pth").exists():
+        raise UserInputError(f"--out {args.out} already holds a pre-trained encoder (encoder.pth); pass --resume "
+                             "to continue that run or --overwrite to replace it")
+    if args.molecule_file is not None:
+        check_readable_file(args.molecule_file, "--molecule-file")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     config = PretrainConfig(objective=args.objective, molecules=args.molecules, epochs=args.epochs,
@@ -179,6 +238,7 @@ def _add_cpu_options(command: argparse.ArgumentParser, work: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pintuning", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
     commands = parser.add_subparsers(dest="command", required=True)
 
     summary = commands.add_parser("summary", help="few-shot summary of a dataset")
@@ -196,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--out", required=True, help="output folder (encoder.pth, resume.pt, log, settings)")
     pre.add_argument("--seed", type=int, default=0)
     pre.add_argument("--resume", action="store_true", help="continue from OUT/resume.pt")
+    pre.add_argument("--overwrite", action="store_true", help="replace a pre-trained encoder already in OUT")
     pre.add_argument("--batch-size", type=int, default=256)
     pre.add_argument("--lr", type=float, default=1e-3)
     pre.add_argument("--mask-edge", action="store_true", help="attrmask: also mask and predict bond types")
@@ -258,6 +319,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         args.run(args)
     except (UserInputError, FileNotFoundError) as error:
+        if args.debug:
+            raise
         print(f"pintuning: error: {error}", file=sys.stderr)
         return 2
     return 0

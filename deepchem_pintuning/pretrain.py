@@ -59,6 +59,7 @@ from deepchem_pintuning.batching import graph_to_data
 from deepchem_pintuning.encoder import PretrainedGNN
 from deepchem_pintuning.featurizer import (MASK_ATOM_TYPE, MASK_BOND_TYPE, PretrainGNNFeaturizer,
                                            UnsupportedMoleculeError)
+from deepchem_pintuning.library_io import UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +98,12 @@ def load_molecule_graphs(molecules: Optional[int] = None, path: Optional[Union[s
     path = Path(path) if path is not None else default_molecule_file()
     if not path.exists():
         raise FileNotFoundError(f"molecule file {path} does not exist")
-    frame = pd.read_csv(path, nrows=molecules)
+    try:
+        frame = pd.read_csv(path, nrows=molecules)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, OSError) as error:
+        raise UserInputError(f"molecule file {path} is not a readable CSV file: {str(error).splitlines()[0]}") from None
     if smiles_column not in frame.columns:
-        raise ValueError(f"{path} has no column {smiles_column!r} (columns: {list(frame.columns)})")
+        raise UserInputError(f"{path} has no column {smiles_column!r} (columns: {list(frame.columns)})")
     featurizer = PretrainGNNFeaturizer()
     graphs, skipped = [], []
     for row, smiles in enumerate(frame[smiles_column].astype(str)):
@@ -428,15 +432,15 @@ def pretrain(config: PretrainConfig, out_dir: Union[str, Path], resume: bool = F
     >>> run.step, sorted(run.settings["files"])
     (2, ['encoder', 'log', 'resume', 'settings'])
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     skipped: List[Tuple[int, str, str]] = []
     if graphs is None:
         graphs, skipped = load_molecule_graphs(config.molecules, config.molecule_file)
     graphs = [g for g in graphs if g.num_nodes > 0]
     if len(graphs) < 2:
-        raise ValueError(f"need at least 2 featurizable molecules, got {len(graphs)}")
+        raise UserInputError(f"pre-training needs at least 2 featurizable molecules, got {len(graphs)}")
+    out = Path(out_dir)   # created once the molecules are known to be usable
+    out.mkdir(parents=True, exist_ok=True)
 
     encoder, heads = init_models(config)
     encoder, heads = encoder.to(device), heads.to(device)

@@ -1,4 +1,4 @@
-"""Shared fixtures: few-shot datasets are featurized once per test session into a temporary cache."""
+"""Shared fixtures: few-shot datasets featurized once per test session into a temporary cache, a CLI-trained model."""
 import os
 import tempfile
 
@@ -19,3 +19,29 @@ def cld():
     """ToxCast CLD group: 305 molecules x 19 properties, the smallest shipped benchmark."""
     from deepchem_pintuning.data import load_fewshot
     return load_fewshot("toxcast-CLD")
+
+
+@pytest.fixture(scope="session")
+def assay(cld, tmp_path_factory):
+    """A model trained for one step through the CLI, a support CSV and a 21-row library CSV."""
+    import contextlib
+    import io
+
+    import pandas as pd
+
+    from deepchem_pintuning.cli import main
+    from deepchem_pintuning.episodes import evaluation_episode
+
+    folder = tmp_path_factory.mktemp("assay")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["train", "--dataset", "toxcast-CLD", "--shots", "5", "--steps", "1",
+                     "--model-dir", str(folder / "model"), "--threads", "1"]) == 0
+    (folder / "train.log").write_text(printed.getvalue())
+    episode = evaluation_episode(cld, cld.test_tasks[1], n_shot=5, seed=0)
+    pd.DataFrame({"SMILES": [cld.smiles[i] for i in episode.support],
+                  "active": episode.support_labels.astype(int)}).to_csv(folder / "support.csv", index=False)
+    library = [cld.smiles[i] for i in episode.query[:18]] + ["C1CC(broken", "", cld.smiles[episode.query[0]]]
+    pd.DataFrame({"compound": [f"c{i}" for i in range(len(library))], "SMILES": library}).to_csv(
+        folder / "library.csv", index=False)
+    return folder

@@ -1,6 +1,4 @@
 """The command line: summary, train -> predict on a user's assay (CSV or SDF), user errors as one line."""
-import contextlib
-import io
 import os
 import re
 import subprocess
@@ -11,7 +9,6 @@ import pytest
 from rdkit import Chem
 
 from deepchem_pintuning.cli import main
-from deepchem_pintuning.episodes import evaluation_episode
 
 
 def test_summary(capsys):
@@ -20,24 +17,6 @@ def test_summary(capsys):
     assert "toxcast-CLD: 302 molecules, 19 properties (14 meta-train, 5 meta-test)" in out
     assert "skipped at featurization: 3" in out
     assert out.count("support 10 (5 active)") == 2
-
-
-@pytest.fixture(scope="module")
-def assay(cld, tmp_path_factory):
-    """A model trained for one step through the CLI, a support CSV and a 21-row library CSV."""
-    folder = tmp_path_factory.mktemp("assay")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert main(["train", "--dataset", "toxcast-CLD", "--shots", "5", "--steps", "1",
-                     "--model-dir", str(folder / "model"), "--threads", "1"]) == 0
-    (folder / "train.log").write_text(printed.getvalue())
-    episode = evaluation_episode(cld, cld.test_tasks[1], n_shot=5, seed=0)
-    pd.DataFrame({"SMILES": [cld.smiles[i] for i in episode.support],
-                  "active": episode.support_labels.astype(int)}).to_csv(folder / "support.csv", index=False)
-    library = [cld.smiles[i] for i in episode.query[:18]] + ["C1CC(broken", "", cld.smiles[episode.query[0]]]
-    pd.DataFrame({"compound": [f"c{i}" for i in range(len(library))], "SMILES": library}).to_csv(
-        folder / "library.csv", index=False)
-    return folder
 
 
 def _predict(assay, *extra, out="scores.csv", library="library.csv"):
