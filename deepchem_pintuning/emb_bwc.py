@@ -11,12 +11,22 @@ Sec. 3.3) one of three diagonal penalties:
 
 * ``"fisher"`` (FIM, EWC) with ``F_ij = E[(dL_pre/dPhi_ij)^2]``::
 
-      0.5 * sum_ij F_ij (Phi'_ij - Phi_ij)^2
+      0.5 * sum_ij w_ij (Phi'_ij - Phi_ij)^2,   w = normalised F
 
 * ``"embedding_fisher"`` (EFIM) with one importance per embedding row, ``F~_i = sum_j F_ij``, acting
   on the sum of the row's update::
 
-      0.5 * sum_i F~_i (sum_j Phi'_ij - sum_j Phi_ij)^2
+      0.5 * sum_i w~_i (sum_j Phi'_ij - sum_j Phi_ij)^2,   w~ = normalised F~
+
+Normalisation (:func:`normalise_importances`), so that ``emb_bwc_weight`` means the same for the
+three variants: the raw Fisher of a pre-trained encoder is tiny (squared gradients of a converged
+loss) and mostly exactly zero (atom and bond types absent from the Fisher sample), which made the
+raw FIM / EFIM penalties ~1e5x / ~400x smaller than IM's, i.e. no regularisation at all. The
+importances are divided by their mean over every entry (FIM) or row (EFIM) of all tables, then
+raised to at least ``FISHER_FLOOR`` = 0.1: an entry the sample never exercised keeps a tenth of the
+average pull instead of none. For an isotropic random displacement all three penalties then have
+about the same expected size (IM: 1 per squared unit; FIM, EFIM: their mean weight, slightly above 1
+because of the floor).
 
 The official code instead penalises ``||Phi_after - Phi_before||_F`` (Frobenius norm, not squared)
 between the tables before and after the inner-loop step: :func:`inner_step_penalty`.
@@ -34,6 +44,24 @@ from torch import nn
 from deepchem_pintuning.encoder import PretrainedGNN
 
 IMPORTANCES = ("identity", "fisher", "embedding_fisher")
+FISHER_FLOOR = 0.1
+
+
+def normalise_importances(importances: Dict[str, torch.Tensor], floor: float = FISHER_FLOOR) -> Dict[str, torch.Tensor]:
+    """Importances divided by their mean over all entries of all tables, then at least ``floor``.
+
+    Examples
+    --------
+    >>> w = normalise_importances({"a": torch.tensor([0.0, 1e-6, 3e-6])})["a"]
+    >>> [round(float(v), 3) for v in w]
+    [0.1, 0.75, 2.25]
+    """
+    total = sum(float(v.sum()) for v in importances.values())
+    count = sum(v.numel() for v in importances.values())
+    if not total > 0:
+        raise ValueError("the Fisher estimate is zero everywhere: no molecule of the sample exercised the tables")
+    mean = total / count
+    return {name: (v / mean).clamp(min=floor) for name, v in importances.items()}
 
 
 class EmbBWC(nn.Module):
@@ -47,6 +75,7 @@ class EmbBWC(nn.Module):
         ``"identity"``, ``"fisher"`` or ``"embedding_fisher"``.
     fisher: dict of str -> Tensor, optional
         Diagonal Fisher per table (same shapes as the anchors); required unless ``identity``.
+        Normalised by :func:`normalise_importances` (entries for FIM, row sums for EFIM).
 
     Examples
     --------
@@ -67,12 +96,15 @@ class EmbBWC(nn.Module):
             raise ValueError(f"importance={importance!r} needs a Fisher estimate (see estimate_fisher)")
         self.importance = importance
         self.names = list(anchors)
+        weights = {}
+        if importance == "fisher":
+            weights = normalise_importances({n: fisher[n].detach() for n in self.names})
+        elif importance == "embedding_fisher":
+            weights = normalise_importances({n: fisher[n].detach().sum(dim=1) for n in self.names})
         for i, name in enumerate(self.names):
             self.register_buffer(f"anchor_{i}", anchors[name].detach().clone())
-            if importance == "fisher":
-                self.register_buffer(f"weight_{i}", fisher[name].detach().clone())
-            elif importance == "embedding_fisher":
-                self.register_buffer(f"weight_{i}", fisher[name].detach().sum(dim=1))
+            if name in weights:
+                self.register_buffer(f"weight_{i}", weights[name].clone())
 
     def forward(self, tables: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Penalty of ``tables`` (``[rows, dim]`` each); tables stacked ``[E, rows, dim]`` give one value per episode."""

@@ -7,7 +7,7 @@ import deepchem_pintuning as pt
 from deepchem_pintuning.adapters import MPAdapterStack
 from deepchem_pintuning.batching import collate_graphs
 from deepchem_pintuning.context_graph import ACTIVE, INACTIVE, MISSING, ContextEncoder, label_edges
-from deepchem_pintuning.emb_bwc import EmbBWC, estimate_fisher, inner_step_penalty
+from deepchem_pintuning.emb_bwc import IMPORTANCES, EmbBWC, estimate_fisher, inner_step_penalty
 from deepchem_pintuning.encoder import (CheckpointMismatchError, PretrainedGNN, build_encoder,
                                         load_pretrained_weights)
 from deepchem_pintuning.episodes import EpisodeSampler, evaluation_episode
@@ -131,12 +131,39 @@ def test_emb_bwc_fisher_formulas():
     anchor = {"a": torch.zeros(2, 3)}
     fisher = {"a": torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 1.0]])}
     moved = {"a": torch.tensor([[1.0, -1.0, 0.0], [2.0, 0.0, 0.0]])}
-    assert float(EmbBWC(anchor, "fisher", fisher)(moved)) == pytest.approx(0.5 * (1 + 2))
-    # embedding-wise: row importances 6 and 1, row sums 0 and 2
-    assert float(EmbBWC(anchor, "embedding_fisher", fisher)(moved)) == pytest.approx(0.5 * (6 * 0 + 1 * 4))
+    # entries normalised by their mean 7/6, the zeros raised to the floor 0.1
+    assert float(EmbBWC(anchor, "fisher", fisher)(moved)) == pytest.approx(0.5 * (6 / 7 + 12 / 7 + 0.1 * 4))
+    # embedding-wise: row importances 6 and 1 normalised by their mean 3.5; row sums 0 and 2
+    assert float(EmbBWC(anchor, "embedding_fisher", fisher)(moved)) == pytest.approx(0.5 * (1 / 3.5) * 4)
     assert float(inner_step_penalty([anchor["a"]], [moved["a"]])) == pytest.approx(np.sqrt(6))
     with pytest.raises(ValueError, match="Fisher"):
         EmbBWC(anchor, "fisher")
+
+
+@pytest.fixture(scope="module")
+def shipped_fisher(tox21):
+    """The Fisher of the shipped GCN on 128 Tox21 molecules, with its encoder."""
+    encoder = build_encoder("gcn_supervised_contextpred")
+    batches = [collate_graphs(tox21.graphs[i:i + 32]) for i in range(0, 128, 32)]
+    return encoder, estimate_fisher(encoder, batches, probe_steps=20)
+
+
+def test_fisher_penalties_regularise_on_the_identity_scale(shipped_fisher):
+    """Raw Fisher penalties were ~1e5x (FIM) and ~400x (EFIM) below IM; normalised, all three agree within 10x."""
+    encoder, fisher = shipped_fisher
+    zeros = sum(int((f == 0).sum()) for f in fisher.values()) / sum(f.numel() for f in fisher.values())
+    assert zeros > 0.5                                                 # most raw importances are exactly zero
+    anchors = {n: t.detach() for n, t in encoder.embedding_tables().items()}
+    generator = torch.Generator().manual_seed(0)
+    direction = {n: torch.randn(t.shape, generator=generator) for n, t in anchors.items()}
+    penalties = {}
+    for importance in IMPORTANCES:
+        bwc = EmbBWC(anchors, importance, fisher)
+        penalties[importance] = [float(bwc({n: anchors[n] + s * direction[n] for n in anchors})) for s in (0.01, 0.1)]
+        assert penalties[importance][1] > 10 * penalties[importance][0]    # grows with the displacement
+    for importance in ("fisher", "embedding_fisher"):
+        ratio = penalties[importance][1] / penalties["identity"][1]
+        assert 0.1 < ratio < 10, (importance, ratio)
 
 
 def test_fisher_estimate_is_positive_where_atoms_occur(tox21):
