@@ -3,12 +3,35 @@
 Importing the package registers its models on :mod:`deepchem.models` (see :func:`register`), so
 DeepChem scripts can write ``dc.models.PinTuningModel(...)`` after ``import deepchem_pintuning``.
 """
-from deepchem_pintuning.data import FewShotDataset, load_fewshot, task_splits
-from deepchem_pintuning.episodes import Episode, EpisodeSampler, evaluation_episodes
-from deepchem_pintuning.featurizer import PretrainGNNFeaturizer, UnsupportedMoleculeError
-from deepchem_pintuning.metalearning import EpisodicMetaLearner
-from deepchem_pintuning.model import PinTuningModel
-from deepchem_pintuning.pintuning import PinTuningConfig
+import logging
+import sys
+
+
+def _import_deepchem_quietly() -> None:
+    """Import DeepChem with its ~16 optional-dependency warnings (TensorFlow, JAX, DGL, ... missing) muted.
+
+    Only DeepChem's own loggers are raised to ERROR, and only while it is first imported; a
+    program that imported DeepChem before us keeps whatever it already printed.
+    """
+    if "deepchem" in sys.modules:
+        return
+    deepchem_logger = logging.getLogger("deepchem")
+    level = deepchem_logger.level
+    deepchem_logger.setLevel(logging.ERROR)
+    try:
+        import deepchem  # noqa: F401
+    finally:
+        deepchem_logger.setLevel(level)
+
+
+_import_deepchem_quietly()
+
+from deepchem_pintuning.data import FewShotDataset, load_fewshot, task_splits  # noqa: E402
+from deepchem_pintuning.episodes import Episode, EpisodeSampler, evaluation_episodes  # noqa: E402
+from deepchem_pintuning.featurizer import PretrainGNNFeaturizer, UnsupportedMoleculeError  # noqa: E402
+from deepchem_pintuning.metalearning import EpisodicMetaLearner  # noqa: E402
+from deepchem_pintuning.model import PinTuningModel  # noqa: E402
+from deepchem_pintuning.pintuning import PinTuningConfig  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -123,3 +123,11 @@ def test_train_refuses_bad_arguments_before_any_work(tmp_path, capsys, argv, mes
     assert main(["train", "--dataset", "toxcast-CLD", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+@pytest.mark.parametrize("code", ["import deepchem_pintuning", "from deepchem_pintuning.cli import main; main(['--help'])"])
+def test_import_and_help_print_no_upstream_noise(code):
+    """DeepChem's ~16 warnings about missing optional dependencies are muted while it is imported."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stderr == ""
+    assert "Skipped loading" not in done.stdout and "No normalization" not in done.stdout
