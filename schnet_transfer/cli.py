@@ -15,12 +15,20 @@ Convert the target sets::
 SOAP baselines on the split of a finished ``spktrain`` run::
 
     schnet-transfer baselines ~/.cache/schnet_transfer/hopv.db gap --split runs/<id>/split.npz
+
+Errors the user can cause (a bad flag, a missing or malformed file, a
+conflicting duplicate id, a database in use by another run, ...) print one
+line ``schnet-transfer <command>: error: <what and where>`` on stderr and exit
+with status 2; a traceback means a bug.  Molecules that cannot be labelled do
+not stop a run: they are recorded in the database's ``failures`` and listed in
+the printed summary.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from glob import glob
@@ -28,11 +36,40 @@ from glob import glob
 __all__ = ["main", "build_parser"]
 
 
+class _UsageError(ValueError):
+    """A command-line argument error, reported like every other user error."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """``ArgumentParser`` whose errors go through :func:`main`'s one-line path (status 2)."""
+
+    def error(self, message):
+        raise _UsageError(self.prog, message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _add_label(sub) -> None:
     p = sub.add_parser("label", help="label molecules with GFN-xTB into an ASE database")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--smiles-table", help="CSV(.gz) with a SMILES column")
-    src.add_argument("--structures", nargs="+", help="sdf/mol/xyz files or glob patterns")
+    src.add_argument(
+        "--structures", nargs="+",
+        help="sdf/mol/xyz files or glob patterns (every record of a multi-molecule file is "
+             "an input); follow the list with another flag or give out before it",
+    )
     p.add_argument("--smiles-column", default="smiles")
     p.add_argument("--id-column", default=None, help="column with molecule ids")
     p.add_argument("--method", default="GFN2-xTB", choices=["GFN2-xTB", "GFN1-xTB"])
@@ -45,11 +82,17 @@ def _add_label(sub) -> None:
         help="drop molecules with these elements (paper default; give none to keep all)",
     )
     p.add_argument("--require-element", default=None, help="keep only molecules with it (S)")
-    p.add_argument("--max-size", type=int, default=None, help="seeded cap of the set size")
+    p.add_argument(
+        "--multiplicity", type=_positive_int, default=None,
+        help="spin multiplicity 2S+1 of every molecule (xTB uhf = N-1); without it molecules "
+             "with an odd electron count are refused and the rest are closed-shell singlets",
+    )
+    p.add_argument("--max-size", type=_positive_int, default=None,
+                   help="seeded cap of the set size (>= 1)")
     p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
-    p.add_argument("--workers", type=int, default=None, help="LocalCluster workers")
+    p.add_argument("--workers", type=_positive_int, default=None, help="LocalCluster workers")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("out", help="output .db (resumed when it exists)")
+    p.add_argument("out", help="output .db (resumed when it exists; one run at a time)")
 
 
 def _add_convert(sub) -> None:
@@ -71,7 +114,7 @@ def _add_baselines(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``schnet-transfer``."""
-    parser = argparse.ArgumentParser(prog="schnet-transfer", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="schnet-transfer", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_label(sub)
     _add_convert(sub)
@@ -79,32 +122,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _structure_paths(patterns: list[str]) -> list[str]:
+    """Files matched by the ``--structures`` patterns; a pattern matching none is an error."""
+    paths = []
+    for pattern in patterns:
+        matches = sorted(glob(pattern)) or ([pattern] if os.path.exists(pattern) else [])
+        if not matches:
+            raise FileNotFoundError(f"--structures {pattern!r} matches no file")
+        folders = [m for m in matches if os.path.isdir(m)]
+        if folders:
+            raise ValueError(
+                f"--structures {pattern!r} matches the folder {folders[0]}; "
+                f"give files, e.g. '{os.path.join(folders[0], '*.sdf')}'"
+            )
+        paths += matches
+    return paths
+
+
 def _label(args) -> dict:
     from .labelling import label_molecules
     from .pretraining_set import (
-        cap, drop_elements, from_smiles_table, from_structure_files, require_element)
+        cap, drop_elements, read_smiles_table, read_structure_files, require_element)
     from .xtb_labels import XtbSettings
 
     if args.smiles_table:
-        items = from_smiles_table(args.smiles_table, args.smiles_column, args.id_column)
+        source = read_smiles_table(args.smiles_table, args.smiles_column, args.id_column)
     else:
-        paths = [p for pattern in args.structures for p in (glob(pattern) or [pattern])]
-        items = from_structure_files(paths)
+        source = read_structure_files(_structure_paths(args.structures))
+    items = source.items
     if args.drop_elements:
         items = drop_elements(items, args.drop_elements)
     if args.require_element:
         items = require_element(items, args.require_element)
-    if args.max_size:
+    filtered = len(items)
+    if args.max_size is not None:
         items = cap(items, args.max_size, seed=args.seed)
     settings = XtbSettings(
         method=args.method, solvation_model=args.solvation_model, solvent=args.solvent,
-        optimize=args.optimize, seed=args.seed,
+        optimize=args.optimize, seed=args.seed, multiplicity=args.multiplicity,
     )
+    failures = []
+
+    def record_failure(result):
+        if not result["ok"]:
+            failures.append({k: result[k] for k in ("name", "stage", "reason")})
+
     summary = label_molecules(
         items, args.out, settings, scheduler_address=args.scheduler,
-        n_workers=args.workers, progress=not args.no_progress,
+        n_workers=args.workers, progress=not args.no_progress, on_result=record_failure,
     )
-    return {"db": args.out, "inputs": len(items), **asdict(summary)}
+    return {
+        "db": args.out,
+        "read": len(source.items),
+        "duplicates_skipped": source.duplicates,
+        "filtered_out": len(source.items) - filtered,
+        "capped_out": filtered - len(items),
+        "inputs": len(items),
+        **asdict(summary),
+        "failures": failures,
+    }
 
 
 def _convert(args) -> dict:
@@ -125,14 +201,33 @@ def _baselines(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``schnet-transfer`` console script; prints a JSON summary."""
-    args = build_parser().parse_args(argv)
-    run = {"label": _label, "convert": _convert, "baselines": _baselines}[args.command]
+    """Entry point of the ``schnet-transfer`` console script; prints a JSON summary.
+
+    Returns
+    -------
+    int
+        0 on success, 2 after a user error (one line on stderr), 130 when
+        interrupted (finished molecules are kept; rerun to resume).
+    """
+    from .dblock import DatabaseLockedError
+
+    parser = build_parser()
+    prog = parser.prog
     try:
+        args = parser.parse_args(argv)
+        prog = f"{parser.prog} {args.command}"
+        run = {"label": _label, "convert": _convert, "baselines": _baselines}[args.command]
         result = run(args)
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError) as err:
-        print(f"schnet-transfer {args.command}: error: {err}", file=sys.stderr)
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError,
+            DatabaseLockedError) as err:
+        prog = getattr(err, "prog", prog)
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        resume = "; finished molecules are kept, rerun the same command to resume"
+        print(f"{prog}: interrupted{resume if prog.endswith(' label') else ''}", file=sys.stderr)
+        return 130
     print(json.dumps(result, indent=2))
     return 0
 

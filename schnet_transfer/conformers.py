@@ -1,7 +1,9 @@
 """Molecular inputs as 3D structures: SMILES embedding and structure-file reading.
 
 A SMILES string is embedded with RDKit's ETKDG and pre-optimised with MMFF94;
-``.sdf``/``.mol``/``.xyz`` files keep their own coordinates.  Every failure is
+``.sdf``/``.mol``/``.xyz`` files keep their own coordinates; a multi-molecule
+SDF or a multi-frame XYZ holds several records, addressed by their position
+(:func:`count_records`, ``read_structure(path, record)``).  Every failure is
 raised as :class:`StructureError` with the stage that failed, so the labeller
 can record it instead of dropping the molecule.
 
@@ -30,6 +32,7 @@ __all__ = [
     "StructureError",
     "embed_smiles",
     "read_structure",
+    "count_records",
     "elements_of_smiles",
 ]
 
@@ -122,32 +125,73 @@ def embed_smiles(smiles: str, seed: int = 0, max_attempts: int = 5) -> Structure
     return _from_rdkit(mol)
 
 
-def read_structure(path: str | Path) -> Structure:
+def count_records(path: str | Path) -> int:
+    """Number of molecules in a structure file: records of an SDF, frames of an XYZ.
+
+    A ``.mol`` file holds one molecule.  A file that cannot be read, or holds
+    no record, counts as one, so that reading it fails in the labeller and is
+    recorded there instead of the file being dropped silently.
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".mol":
+            return 1
+        if path.suffix.lower() == ".sdf":
+            count = len(Chem.SDMolSupplier(str(path), removeHs=False, sanitize=False))
+        else:
+            count = len(ase_read(str(path), index=":"))
+    except Exception:  # RDKit and ASE raise many types for bad files; read_structure reports
+        return 1
+    return max(count, 1)
+
+
+def _read_sdf(path: Path, record: int) -> Chem.Mol | None:
+    if path.suffix.lower() == ".mol":
+        if record > 0:
+            return None
+        return Chem.MolFromMolFile(str(path), removeHs=False, sanitize=False)
+    try:
+        supplier = Chem.SDMolSupplier(str(path), removeHs=False, sanitize=False)
+        return supplier[record] if record < len(supplier) else None
+    except Exception:  # an empty or binary file
+        return None
+
+
+def read_structure(path: str | Path, record: int = 0) -> Structure:
     """Read a molecule with coordinates (Å) from an ``.sdf``, ``.mol`` or ``.xyz`` file.
 
     SDF/MOL files are read with RDKit keeping explicit hydrogens (formal charges
     kept); other formats go through :func:`ase.io.read` (charge 0).
 
+    Parameters
+    ----------
+    path
+        Structure file.
+    record
+        Position of the molecule in the file (0-based): the record of a
+        multi-molecule SDF or the frame of a multi-frame XYZ.
+
     Raises
     ------
     StructureError
-        If the file is missing or holds no 3D structure.
+        If the file or the record is missing or holds no 3D structure.
     """
     path = Path(path)
+    where = f"{path}" if record == 0 else f"record {record + 1} of {path}"
     if not path.is_file():
         raise StructureError("read", f"no such structure file: {path}")
     if path.suffix.lower() in {".sdf", ".mol"}:
-        mol = Chem.MolFromMolFile(str(path), removeHs=False, sanitize=False)
+        mol = _read_sdf(path, record)
         if mol is None or mol.GetNumConformers() == 0:
-            raise StructureError("read", f"RDKit cannot read a conformer from {path}")
+            raise StructureError("read", f"RDKit cannot read a conformer from {where}")
         structure = _from_rdkit(mol)
     else:
         try:
-            atoms = ase_read(str(path))
+            atoms = ase_read(str(path), index=record)
         except Exception as err:  # ASE raises many types for bad files
-            raise StructureError("read", f"ASE cannot read {path}: {err}") from err
+            raise StructureError("read", f"ASE cannot read {where}: {err}") from err
         structure = Structure(atoms.numbers.astype(np.int64), atoms.positions.copy())
     positions = structure.positions
     if not np.isfinite(positions).all() or np.ptp(positions, axis=0).max() == 0.0:
-        raise StructureError("read", f"{path} has no usable 3D coordinates")
+        raise StructureError("read", f"{where} has no usable 3D coordinates")
     return structure

@@ -4,6 +4,10 @@
 saved ``best_model`` (with its postprocessors, so outputs are in the target's
 units) on the test indices of the run's ``split.npz``.
 
+The model file is unpickled (``torch.load(weights_only=False)``; a whole
+schnetpack model cannot be read otherwise), so code in it runs: evaluate only
+models you trained yourself.
+
 Examples
 --------
 ``split_errors("runs/finetune_hopv_seed0", "~/.cache/schnet_transfer/hopv.db", "gap")``
@@ -40,10 +44,17 @@ def predict(
     ------
     FileNotFoundError
         If the model or the database does not exist.
+
+    Warnings
+    --------
+    ``model_path`` is a whole pickled schnetpack model (``best_model`` of
+    ``spktrain``); it is read with ``torch.load(weights_only=False)``, which
+    runs code stored in the file.  Give only models you trained yourself.
     """
     for path in (model_path, db):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no such file: {path}")
+    # a whole pickled model (not only weights): unpickling is needed, see Warnings
     model = torch.load(model_path, map_location="cpu", weights_only=False)
     model.do_postprocessing = postprocess
     model.eval()
@@ -70,7 +81,8 @@ def split_errors(
     """MAE and RMSE of a run's ``best_model`` on the test indices of its split.
 
     ``split_file`` defaults to the run's own ``split.npz``; pass the shared file
-    when the run was given ``data.split_file``.
+    when the run was given ``data.split_file``.  The run's ``best_model`` is
+    unpickled (see :func:`predict`): only runs you made yourself.
     """
     split = np.load(split_file or os.path.join(run_dir, "split.npz"))
     pred, ref = predict(os.path.join(run_dir, "best_model"), db, split["test_idx"], property)

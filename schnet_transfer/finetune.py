@@ -13,6 +13,9 @@ with ``lr * decay ** (n + 1)``; ``freeze_embedding`` keeps the embedding
 fixed.  Schedulers (ReduceLROnPlateau, warm-up) scale all groups alike, so the
 ratios hold for the whole run.
 
+Loading the pre-trained model unpickles it unless the file holds weights only
+(see :func:`load_pretrained_state`): give only models you trained yourself.
+
 Examples
 --------
 >>> import schnetpack as spk
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -96,16 +100,46 @@ def layerwise_parameter_groups(
 
 
 def load_pretrained_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """State dict of a pre-trained model: a ``best_model`` file or a Lightning ``.ckpt``."""
+    """State dict of a pre-trained model: a ``best_model``, a Lightning ``.ckpt`` or a state dict.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If it is not a torch file, or neither a model, a checkpoint nor a state dict.
+
+    Warnings
+    --------
+    A ``best_model`` written by ``spktrain`` is a whole pickled schnetpack model,
+    and Lightning checkpoints hold pickled hyperparameters: they can only be
+    read with ``torch.load(weights_only=False)``, which unpickles the file, so
+    code in it runs.  Give only files you produced yourself.  The file is first
+    read with ``weights_only=True``; a file of tensors only (e.g.
+    ``torch.save(model.state_dict(), path)``) is loaded that way and never
+    unpickled.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pre-trained model not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        try:  # a whole model or a checkpoint with objects: unpickled, see Warnings
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+            raise ValueError(f"{path} is not a file written by torch.save: {err}") from err
+    except (RuntimeError, EOFError) as err:
+        raise ValueError(f"{path} is not a file written by torch.save: {err}") from err
     if isinstance(obj, torch.nn.Module):
         return obj.state_dict()
     if isinstance(obj, dict) and "state_dict" in obj:
         prefix = "model."
         return {k[len(prefix):]: v for k, v in obj["state_dict"].items() if k.startswith(prefix)}
-    raise ValueError(f"{path} is neither a saved schnetpack model nor a Lightning checkpoint")
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return dict(obj)
+    raise ValueError(
+        f"{path} is neither a saved schnetpack model, a Lightning checkpoint nor a state dict"
+    )
 
 
 class FineTuneTask(AtomisticTask):
@@ -114,7 +148,9 @@ class FineTuneTask(AtomisticTask):
     Parameters
     ----------
     pretrained_path
-        ``best_model`` written by ``spktrain`` (or a ``.ckpt``) of the pre-training run.
+        ``best_model`` written by ``spktrain`` (or a ``.ckpt``, or a saved state
+        dict) of the pre-training run.  A model or checkpoint is unpickled (code
+        in it runs): only files you produced yourself.
     transfer
         Prefixes of the parameter names copied from the pre-trained model.
     layer_lr_decay

@@ -6,6 +6,9 @@ it arrives.  A labelled molecule is a database row whose ``input_index``
 key-value pair is its row in the source; a failure is an entry of the
 ``failures`` metadata with the stage and the reason.  A restarted run skips
 both, so an interrupted run loses no finished molecule and duplicates none.
+One run at a time writes a database: the run holds an exclusive lock on
+``<db>.lock`` (:mod:`schnet_transfer.dblock`) and a second run is refused at
+once with the pid of the first.
 
 Cluster choice: by default a :class:`dask.distributed.LocalCluster`; pass
 ``scheduler_address`` to use a running scheduler, or a ready ``client`` (for
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +44,7 @@ from schnetpack.data import ASEAtomsData
 from tqdm.auto import tqdm
 
 from .conformers import StructureError, embed_smiles, read_structure
+from .dblock import exclusive_lock
 from .pretraining_set import MoleculeInput
 from .xtb_labels import LABEL_UNITS, LabelError, XtbSettings, optimize_geometry, xtb_labels
 
@@ -59,12 +64,13 @@ def label_one(item: MoleculeInput, settings: XtbSettings) -> dict[str, Any]:
     """Build the 3D structure of one input and compute its xTB labels.
 
     Never raises for a bad molecule: the result has ``ok=False`` with the
-    failing ``stage`` (parse, read, embedding, optimisation, scf) and ``reason``.
+    failing ``stage`` (parse, read, embedding, geometry, spin, optimisation,
+    scf) and ``reason``.
     """
     result: dict[str, Any] = {"index": item.index, "name": item.name, "smiles": item.smiles}
     try:
         if item.path is not None:
-            structure = read_structure(item.path)
+            structure = read_structure(item.path, item.record)
         else:
             structure = embed_smiles(item.smiles, seed=settings.seed)
         positions = structure.positions
@@ -83,22 +89,32 @@ def label_one(item: MoleculeInput, settings: XtbSettings) -> dict[str, Any]:
     }
 
 
+def _check_db_path(path: str) -> None:
+    if not path.endswith(".db") or os.path.isdir(path):
+        raise ValueError(f"output {path} must be a .db file (an ASE database)")
+
+
 def open_label_db(path: str, settings: XtbSettings) -> ASEAtomsData:
     """Create the database, or reopen it to resume a run with the same settings.
 
     Raises
     ------
     ValueError
-        If an existing database was labelled with different settings.
+        If the path is not a ``.db`` file, the file is not a database, or an
+        existing database was labelled with different settings.
     """
     provenance = settings.provenance()
+    _check_db_path(path)
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         data = ASEAtomsData.create(path, distance_unit="Ang", property_unit_dict=LABEL_UNITS)
         data.update_metadata(provenance=provenance, failures={})
         return data
-    data = ASEAtomsData(path)
-    stored = data.metadata.get("provenance")
+    try:
+        data = ASEAtomsData(path)
+        stored = data.metadata.get("provenance")
+    except sqlite3.DatabaseError as err:
+        raise ValueError(f"{path} exists but is not an ASE database: {err}") from err
     if stored != provenance:
         raise ValueError(
             f"{path} was labelled with other settings; stored {stored}, requested "
@@ -214,32 +230,49 @@ def label_molecules(
     Returns
     -------
     LabelSummary
+
+    Raises
+    ------
+    ValueError
+        If indices repeat, the database is not a labelling database of these
+        settings or the inputs changed since it was written.
+    schnet_transfer.dblock.DatabaseLockedError
+        If another run holds the database (its pid is in the message).
     """
     if len({m.index for m in items}) != len(items):
         raise ValueError("input indices must be unique")
-    data = open_label_db(db_path, settings)
-    done = _finished(data)
-    _check_same_inputs(done, items)
-    pending = [m for m in items if m.index not in done]
-    counts = {"labelled": 0, "failed": 0}
-    if pending:
-        with contextlib.ExitStack() as stack:
-            if client is None:
-                client = stack.enter_context(
-                    _dask_client(scheduler_address, n_workers, processes)
-                )
-            from dask.distributed import as_completed
-
-            futures = client.map(label_one, pending, settings=settings, pure=False)
-            bar = stack.enter_context(
-                tqdm(total=len(items), initial=len(items) - len(pending),
-                     disable=not progress, desc="xTB labels")
-            )
-            for future in as_completed(futures):
-                result = future.result()
-                _store(data, result)
-                counts["labelled" if result["ok"] else "failed"] += 1
-                bar.update()
-                if on_result is not None:
-                    on_result(result)
+    db_path = os.fspath(db_path)
+    _check_db_path(db_path)
+    with exclusive_lock(db_path):
+        data = open_label_db(db_path, settings)
+        done = _finished(data)
+        _check_same_inputs(done, items)
+        pending = [m for m in items if m.index not in done]
+        counts = _label_pending(data, pending, len(items), settings, client, scheduler_address,
+                                n_workers, processes, progress, on_result)
     return LabelSummary(skipped=len(items) - len(pending), **counts)
+
+
+def _label_pending(data, pending, total, settings, client, scheduler_address, n_workers,
+                   processes, progress, on_result) -> dict[str, int]:
+    counts = {"labelled": 0, "failed": 0}
+    if not pending:
+        return counts
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            client = stack.enter_context(_dask_client(scheduler_address, n_workers, processes))
+        from dask.distributed import as_completed
+
+        futures = client.map(label_one, pending, settings=settings, pure=False)
+        bar = stack.enter_context(
+            tqdm(total=total, initial=total - len(pending), disable=not progress,
+                 desc="xTB labels")
+        )
+        for future in as_completed(futures):
+            result = future.result()
+            _store(data, result)
+            counts["labelled" if result["ok"] else "failed"] += 1
+            bar.update()
+            if on_result is not None:
+                on_result(result)
+    return counts

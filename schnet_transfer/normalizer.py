@@ -52,7 +52,9 @@ class StandardizeProperty(Transform):
     Raises
     ------
     ValueError
-        If ``stddev`` is not positive or a statistic is not finite.
+        If ``stddev`` is not positive or a statistic is not finite, or (from
+        the datamodule) the training split has fewer than 2 molecules or only
+        equal labels: the message says which.
     """
 
     is_preprocessor: bool = True
@@ -76,23 +78,42 @@ class StandardizeProperty(Transform):
         if mean is not None:
             self._check(self.mean, self.stddev)
 
-    def _check(self, mean: torch.Tensor, stddev: torch.Tensor) -> None:
+    def _check(
+        self, mean: torch.Tensor, stddev: torch.Tensor, n_train: Optional[int] = None
+    ) -> None:
+        where = "" if n_train is None else f" over {n_train} training molecules"
         if not (torch.isfinite(mean) and torch.isfinite(stddev)):
             raise ValueError(
-                f"non-finite statistics for {self._property!r} (mean={float(mean)}, "
+                f"non-finite statistics for {self._property!r}{where} (mean={float(mean)}, "
                 f"stddev={float(stddev)}); check the labels for NaN"
             )
         if stddev <= 0:
+            same = "" if n_train is None else f": all {n_train} training labels are equal"
             raise ValueError(
-                f"stddev of {self._property!r} must be positive, got {float(stddev)}"
+                f"stddev of {self._property!r} must be positive, got {float(stddev)}{same}"
             )
 
     def datamodule(self, _datamodule) -> None:
-        """Take mean and std of the training split from an ``AtomsDataModule``."""
+        """Take mean and std of the training split from an ``AtomsDataModule``.
+
+        Raises
+        ------
+        ValueError
+            If the training split has fewer than 2 molecules (no standard
+            deviation) or its statistics are not usable.
+        """
         if bool(self.initialized):
             return
+        train_idx = getattr(_datamodule, "train_idx", None)
+        n_train = None if train_idx is None else len(train_idx)
+        if n_train is not None and n_train < 2:
+            raise ValueError(
+                f"cannot standardize {self._property!r} on a training split of {n_train} "
+                f"molecule(s) (database {getattr(_datamodule, 'datapath', '?')}): a standard "
+                "deviation needs at least 2; use a larger database or data.num_train"
+            )
         mean, stddev = _datamodule.get_stats(self._property, False, False)
-        self._check(mean, stddev)
+        self._check(mean, stddev, n_train)
         self.mean = mean.detach().to(torch.float64).reshape(())
         self.stddev = stddev.detach().to(torch.float64).reshape(())
         self.initialized = torch.tensor(True)
