@@ -162,7 +162,7 @@ def _predict(args: argparse.Namespace) -> None:
     partial = out.with_name(out.name + ".partial")
     with _removed_on_error(partial), open(partial, "w", newline="") as handle, \
             tqdm(total=total, unit="mol", desc="scoring", disable=args.quiet) as bar:
-        for number, (rows, featurized) in enumerate(featurize_ahead(chunks)):
+        for number, (rows, featurized) in enumerate(featurize_ahead(chunks, model.config.kekulize)):
             scores, reasons = model.score_smiles(adapted, featurized, args.batch_size)
             rows = rows.assign(score=scores)
             if resampled:  # spread over adaptations with other dropout seeds

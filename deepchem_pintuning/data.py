@@ -118,6 +118,9 @@ class FewShotDataset:
         Meta-training and meta-test properties.
     skipped: list of (str, str)
         Molecules of the raw file that could not be featurized, with the reason.
+    kekulized: bool
+        Whether the molecules were kekulized before featurization (``PinTuningConfig.kekulize``
+        must agree).
     """
 
     name: str
@@ -126,6 +129,7 @@ class FewShotDataset:
     train_tasks: List[str]
     test_tasks: List[str]
     skipped: List[Tuple[str, str]] = field(default_factory=list)
+    kekulized: bool = False
 
     def __post_init__(self) -> None:
         y = np.asarray(self.dataset.y, dtype=np.float64).reshape(len(self.dataset), -1)
@@ -297,4 +301,4 @@ def load_fewshot(name: str,
     if missing:
         raise ValueError(f"{raw_file} lacks the properties {missing} of the published {name} split")
     return FewShotDataset(name=name, dataset=dataset, tasks=tasks, train_tasks=list(split["train"]),
-                          test_tasks=list(split["test"]), skipped=skipped)
+                          test_tasks=list(split["test"]), skipped=skipped, kekulized=featurizer.kekulize)

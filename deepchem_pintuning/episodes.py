@@ -15,7 +15,7 @@ seed sees the same support sets.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -110,6 +110,9 @@ class EpisodeSampler:
         properties (default: all of them).
     seed: int, optional
         Seed of the sampler's random generator.
+    shuffle_aux: bool, default False
+        Give every episode its auxiliary properties in a fresh random order (the official code's
+        behaviour; the order matters only with ``query_aux_offset=-1``).
 
     Examples
     --------
@@ -122,7 +125,7 @@ class EpisodeSampler:
 
     def __init__(self, data: FewShotDataset, n_shot: int, n_query: int = 16,
                  tasks: Optional[Sequence[str]] = None, n_aux: Optional[int] = None,
-                 seed: Optional[int] = None):
+                 seed: Optional[int] = None, shuffle_aux: bool = False):
         if n_shot < 1:
             raise ValueError(f"n_shot must be >= 1, got {n_shot}")
         if n_query < 2:
@@ -134,6 +137,7 @@ class EpisodeSampler:
         if not self.tasks:
             raise ValueError("the task pool is empty")
         self.n_aux = n_aux
+        self.shuffle_aux = shuffle_aux
         self.rng = np.random.default_rng(seed)
         self._members = {t: class_members(data, t, n_shot) for t in self.tasks}
 
@@ -142,6 +146,8 @@ class EpisodeSampler:
         others = [t for t in self.data.train_tasks if t != task]
         if self.n_aux is not None and self.n_aux < len(others):
             others = list(self.rng.choice(others, self.n_aux, replace=False))
+        elif self.shuffle_aux:
+            others = list(self.rng.permutation(others))
         return others
 
     def sample(self, task: Optional[str] = None) -> Episode:
@@ -159,7 +165,7 @@ class EpisodeSampler:
         return _make_episode(self.data, task, support, query, self.aux_tasks(task), self.rng)
 
 
-def evaluation_episode(data: FewShotDataset, task: str, n_shot: int, seed: int) -> Episode:
+def evaluation_episode(data: FewShotDataset, task: str, n_shot: int, seed: int, shuffle_aux: bool = False) -> Episode:
     """The fixed evaluation episode of ``task`` for ``seed``: K+K support, every other labelled molecule as query.
 
     The support set depends only on ``(seed, task)``, so every method evaluated with the same seed
@@ -180,10 +186,28 @@ def evaluation_episode(data: FewShotDataset, task: str, n_shot: int, seed: int) 
     support, rest_pos, rest_neg = _draw_support(actives, inactives, n_shot, rng)
     query = np.sort(np.concatenate([rest_pos, rest_neg]))
     aux = [t for t in data.train_tasks if t != task]  # a held-out training property is not its own context
+    if shuffle_aux:   # drawn after the support: the support set is the same either way
+        aux = list(rng.permutation(aux))
     return _make_episode(data, task, support, query, aux, rng)
 
 
 def evaluation_episodes(data: FewShotDataset, n_shot: int, seed: int,
-                        tasks: Optional[Sequence[str]] = None) -> List[Episode]:
+                        tasks: Optional[Sequence[str]] = None, shuffle_aux: bool = False) -> List[Episode]:
     """Fixed evaluation episodes of every test property (or of ``tasks``) for one seed."""
-    return [evaluation_episode(data, t, n_shot, seed) for t in (tasks or data.test_tasks)]
+    return [evaluation_episode(data, t, n_shot, seed, shuffle_aux) for t in (tasks or data.test_tasks)]
+
+
+def class_sorted(episode: Episode) -> Episode:
+    """``episode`` with its query ordered inactives first, then actives (stable), as the official code predicts it.
+
+    Chunked transductive scoring then sees almost class-pure chunks.
+
+    Examples
+    --------
+    >>> from deepchem_pintuning.data import load_fewshot
+    >>> episode = class_sorted(evaluation_episode(load_fewshot("toxcast-CLD"), "CLD_CYP1A2_48hr", 5, 0))
+    >>> bool((np.diff(episode.query_labels) >= 0).all())
+    True
+    """
+    order = np.argsort(episode.query_labels, kind="stable")
+    return replace(episode, query=episode.query[order], query_labels=episode.query_labels[order])

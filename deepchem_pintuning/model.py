@@ -21,7 +21,7 @@ from deepchem_pintuning.batching import collate_graphs
 from deepchem_pintuning.data import FewShotDataset, project_data_dir
 from deepchem_pintuning.emb_bwc import EmbBWC, estimate_fisher
 from deepchem_pintuning.encoder import PRETRAINED_ENCODERS, PretrainedGNN
-from deepchem_pintuning.episodes import Episode, EpisodeSampler, evaluation_episodes
+from deepchem_pintuning.episodes import Episode, EpisodeSampler, class_sorted, evaluation_episodes
 from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
 from deepchem_pintuning.meta_training import episode_inputs, meta_loss, predict_episode
 from deepchem_pintuning.pintuning import PinTuning, PinTuningConfig
@@ -30,6 +30,22 @@ from deepchem_pintuning.library_io import UserInputError
 from deepchem_pintuning.user_assay import FeaturizedLibrary, build_user_episode, featurize_library, featurize_support
 
 logger = logging.getLogger(__name__)
+
+
+def best_of_evaluations(history: Sequence[Dict]) -> Dict:
+    """The evaluation record with the highest ROC-AUC: the published protocol's number (best of the
+    evaluations made during meta-training, each on fresh supports with ``resample_eval_support``).
+
+    Examples
+    --------
+    >>> best_of_evaluations([{"step": 1, "loss": 0.7}, {"step": 1, "eval_roc_auc": 0.71},
+    ...                      {"step": 2, "eval_roc_auc": 0.75}, {"step": 3, "eval_roc_auc": 0.73}])["step"]
+    2
+    """
+    evaluations = [h for h in history if "eval_roc_auc" in h]
+    if not evaluations:
+        raise ValueError("the history holds no evaluation (fit with eval_every)")
+    return max(evaluations, key=lambda h: h["eval_roc_auc"])
 
 
 class ModelDirectoryError(UserInputError):
@@ -140,6 +156,12 @@ class PinTuningModel(TorchModel):
             self.estimate_fisher(smiles)
 
     # ------------------------------------------------------------------ data helpers
+    def _check_featurization(self, data: FewShotDataset) -> None:
+        if data.kekulized != self.config.kekulize:
+            raise ValueError(f"{data.name} was featurized with kekulize={data.kekulized} but the model's settings say "
+                             f"kekulize={self.config.kekulize}: load it with load_fewshot(name, featurizer="
+                             f"PretrainGNNFeaturizer(kekulize={self.config.kekulize}))")
+
     def _frozen(self, data: FewShotDataset) -> Optional[torch.Tensor]:
         """Frozen-encoder vectors of every molecule, cached (only valid with the frozen copy in eval mode)."""
         if self.config.frozen_encoder_train_mode:
@@ -178,7 +200,7 @@ class PinTuningModel(TorchModel):
     def fit(self, data: FewShotDataset, steps: int = 2000, seed: int = 0, progress: bool = True,
             eval_every: Optional[int] = None, eval_seed: int = 0,
             eval_tasks: Optional[Sequence[str]] = None, checkpoint_interval: int = 0,
-            fast: bool = True) -> List[Dict[str, float]]:
+            fast: bool = True, resample_eval_support: bool = False) -> List[Dict[str, float]]:
         """Meta-train on the training properties of ``data``.
 
         Parameters
@@ -190,6 +212,11 @@ class PinTuningModel(TorchModel):
             and record it in the returned history.
         checkpoint_interval: int
             Save a checkpoint every this many steps (0: only at the end).
+        resample_eval_support: bool, default False
+            Draw fresh support sets at every evaluation (evaluation seed ``eval_seed + k`` for the
+            k-th evaluation of this call), as the official code does; the best of these
+            evaluations is the published protocol's number (:func:`best_of_evaluations`). By
+            default every evaluation uses the fixed supports of ``eval_seed``.
         fast: bool, default True
             All episodes of a step in one batch (:mod:`batched_meta_training`); False runs the
             per-episode reference implementation (same mathematics, several times slower).
@@ -201,8 +228,10 @@ class PinTuningModel(TorchModel):
         """
         config = self.config
         self._ensure_built()
+        self._check_featurization(data)
         self._require_regularizer()
-        sampler = EpisodeSampler(data, config.n_shot, config.n_query, seed=seed)
+        sampler = EpisodeSampler(data, config.n_shot, config.n_query, seed=seed, shuffle_aux=config.shuffle_aux)
+        n_evaluations = 0
         rng = np.random.default_rng(seed)
         task_ids = {t: data.task_index(t) for t in sampler.tasks}
         n_per_step = min(config.tasks_per_step, len(sampler.tasks))
@@ -227,8 +256,10 @@ class PinTuningModel(TorchModel):
             self.history.append(record)
             bar.set_postfix(loss=f"{parts['loss']:.3f}")
             if eval_every and (step + 1) % eval_every == 0:
-                scores = self.evaluate_fewshot(data, seed=eval_seed, tasks=eval_tasks, fast=fast)
-                self.history.append({"step": self._global_step, "eval_roc_auc": scores["roc_auc"],
+                seed_k = eval_seed + n_evaluations if resample_eval_support else eval_seed
+                n_evaluations += 1
+                scores = self.evaluate_fewshot(data, seed=seed_k, tasks=eval_tasks, fast=fast)
+                self.history.append({"step": self._global_step, "eval_seed": seed_k, "eval_roc_auc": scores["roc_auc"],
                                      "eval_pr_auc": scores["pr_auc"], "eval_per_task": scores["per_task"]})
             if checkpoint_interval and (step + 1) % checkpoint_interval == 0:
                 self.save_checkpoint()
@@ -259,9 +290,12 @@ class PinTuningModel(TorchModel):
         if protocol not in ("paper", "deployment"):
             raise ValueError(f"protocol must be 'paper' or 'deployment', got {protocol!r}")
         self._ensure_built()
+        self._check_featurization(data)
         frozen = self._frozen(data)
         per_task: Dict[str, Dict[str, float]] = {}
-        for episode in evaluation_episodes(data, self.config.n_shot, seed, tasks):
+        for episode in evaluation_episodes(data, self.config.n_shot, seed, tasks, self.config.shuffle_aux):
+            if protocol == "paper" and self.config.eval_query_order == "class_sorted":
+                episode = class_sorted(episode)
             if protocol == "deployment":
                 adapted = adapt_to_support(self.model, [data.graphs[i] for i in episode.support],
                                            episode.support_labels, episode.task_index, episode.aux_task_indices,
@@ -289,7 +323,7 @@ class PinTuningModel(TorchModel):
         actives or two inactives.
         """
         self._ensure_built()
-        graphs, labels, _ = featurize_support(support_smiles, support_labels)
+        graphs, labels, _ = featurize_support(support_smiles, support_labels, self.config.kekulize)
         aux = [i for i in range(self.n_tasks) if i not in set(self.test_task_ids)]
         return adapt_to_support(self.model, graphs, labels, self.n_tasks, aux, seed, device=self.device,
                                 mode=self.config.deployment_adaptation)
@@ -304,7 +338,7 @@ class PinTuningModel(TorchModel):
         e.g. to score one library for several adaptations or to featurize the next chunk of a
         library while this one is scored.
         """
-        library = smiles if isinstance(smiles, FeaturizedLibrary) else featurize_library(smiles)
+        library = smiles if isinstance(smiles, FeaturizedLibrary) else featurize_library(smiles, self.config.kekulize)
         scores = np.full(int(library.distinct_index.max(initial=-1)) + 1, np.nan)
         if library.graphs:
             scores[library.featurized] = score_molecules(self.model, adapted, library.graphs, batch_size,
@@ -326,7 +360,7 @@ class PinTuningModel(TorchModel):
         scores = np.full(len(query_smiles), np.nan)
         if transductive:
             data, episode, kept = build_user_episode(support_smiles, support_labels, query_smiles, self.n_tasks,
-                                                     self.test_task_ids)
+                                                     self.test_task_ids, self.config.kekulize)
             scores[kept] = predict_episode(self.model, data, episode, None, seed, self.device)
             return scores
         scores, reasons = self.score_smiles(self.adapt_to_assay(support_smiles, support_labels, seed), query_smiles)

@@ -31,7 +31,7 @@ _AT_LEAST = {"num_layer": 1, "emb_dim": 1, "adapter_dim": 1, "context_num_layers
              "inner_steps": 0, "eval_query_chunk": 1}
 _CHOICES = {"context_layers": {"all", "first", "none"}, "context_projection": {"dense", "separate"},
             "emb_bwc": {"identity", "fisher", "embedding_fisher", "inner_step", "none", "frozen"},
-            "deployment_adaptation": {"train", "eval"}}
+            "deployment_adaptation": {"train", "eval"}, "eval_query_order": {"index", "class_sorted"}}
 
 
 @dataclass
@@ -60,6 +60,8 @@ class PinTuningConfig:
     top_k: Optional[int] = None              # None: n_shot - 1
     query_aux_offset: int = 0                # official: -1 (inherited off-by-one)
     hide_query_aux: float = 0.0              # fraction of training episodes whose query has no auxiliary labels
+    shuffle_aux: bool = False                # official: auxiliary properties in a fresh random order per episode
+    kekulize: bool = False                   # official: molecules kekulized (the data must be featurized so)
     # Emb-BWC
     emb_bwc: str = "identity"                # identity | fisher | embedding_fisher | inner_step | none | frozen
     emb_bwc_weight: float = 1.0
@@ -79,6 +81,7 @@ class PinTuningConfig:
     contrastive_temperature: float = 0.08
     # evaluation
     eval_query_chunk: int = 128
+    eval_query_order: str = "index"          # official: "class_sorted" (inactives first, so chunks are ~class-pure)
     deployment_adaptation: str = "train"     # inductive scoring: adaptation step in "train" or "eval" mode
     restore_batchnorm_after_eval: bool = True  # official: False (running statistics leak across test tasks)
 
@@ -102,7 +105,8 @@ class PinTuningConfig:
         """Settings of the official code (CRIPAC-DIG/Pin-Tuning) where it departs from the paper."""
         settings = dict(context_layers="first", context_projection="separate", emb_bwc="inner_step",
                         contrastive_weight=0.05, query_aux_offset=-1, frozen_encoder_train_mode=True,
-                        restore_batchnorm_after_eval=False)
+                        restore_batchnorm_after_eval=False, shuffle_aux=True, kekulize=True,
+                        eval_query_order="class_sorted")
         settings.update(overrides)
         return cls(**settings)
 

@@ -19,7 +19,7 @@ MIN_PER_CLASS = 2
 Payload = TypeVar("Payload")
 
 
-def featurize_with_reasons(smiles: Sequence[str]) -> Tuple[List, List[int], List[str]]:
+def featurize_with_reasons(smiles: Sequence[str], kekulize: bool = False) -> Tuple[List, List[int], List[str]]:
     """Featurize ``smiles`` (each parsed once); return the graphs, their positions, and a reason per input.
 
     The reason is ``""`` for a featurized molecule.
@@ -30,7 +30,7 @@ def featurize_with_reasons(smiles: Sequence[str]) -> Tuple[List, List[int], List
     >>> kept, reasons[:3]
     ([0, 3], ['', 'empty SMILES', 'RDKit could not parse the SMILES'])
     """
-    featurizer = PretrainGNNFeaturizer()
+    featurizer = PretrainGNNFeaturizer(kekulize=kekulize)
     graphs, kept, reasons = [], [], []
     for position, text in enumerate(smiles):
         graph, reason = featurizer.featurize_one(text) if text else (None, "empty SMILES")
@@ -56,7 +56,7 @@ class FeaturizedLibrary:
         return len(self.distinct_index)
 
 
-def featurize_library(smiles: Sequence[str]) -> FeaturizedLibrary:
+def featurize_library(smiles: Sequence[str], kekulize: bool = False) -> FeaturizedLibrary:
     """Featurize the distinct SMILES of ``smiles`` once each.
 
     Examples
@@ -66,13 +66,14 @@ def featurize_library(smiles: Sequence[str]) -> FeaturizedLibrary:
     (1, [0, 1, 0], ['', 'RDKit could not parse the SMILES', ''])
     """
     distinct = list(dict.fromkeys(smiles))
-    graphs, kept, reasons = featurize_with_reasons(distinct)
+    graphs, kept, reasons = featurize_with_reasons(distinct, kekulize)
     position = {s: i for i, s in enumerate(distinct)}
     index = np.array([position[s] for s in smiles], dtype=np.int64)
     return FeaturizedLibrary(graphs, np.asarray(kept, dtype=np.int64), index, [reasons[i] for i in index])
 
 
-def featurize_ahead(chunks: Iterable[Tuple[Payload, Sequence[str]]]) -> Iterator[Tuple[Payload, FeaturizedLibrary]]:
+def featurize_ahead(chunks: Iterable[Tuple[Payload, Sequence[str]]],
+                    kekulize: bool = False) -> Iterator[Tuple[Payload, FeaturizedLibrary]]:
     """``(payload, smiles)`` chunks -> ``(payload, featurized)``, chunk ``k + 1`` featurized in a
     background thread while the caller scores chunk ``k``.
 
@@ -84,7 +85,7 @@ def featurize_ahead(chunks: Iterable[Tuple[Payload, Sequence[str]]]) -> Iterator
     with ThreadPoolExecutor(1) as pool:
         pending = None
         for payload, smiles in chunks:
-            future = pool.submit(featurize_library, smiles)
+            future = pool.submit(featurize_library, smiles, kekulize)
             if pending is not None:
                 yield pending[0], pending[1].result()
             pending = (payload, future)
@@ -92,9 +93,10 @@ def featurize_ahead(chunks: Iterable[Tuple[Payload, Sequence[str]]]) -> Iterator
             yield pending[0], pending[1].result()
 
 
-def featurize_or_skip(smiles: Sequence[str], role: str) -> Tuple[List, List[int], List[Tuple[str, str]]]:
+def featurize_or_skip(smiles: Sequence[str], role: str,
+                      kekulize: bool = False) -> Tuple[List, List[int], List[Tuple[str, str]]]:
     """Featurize ``smiles``; return the graphs, the positions kept, and ``(smiles, reason)`` of the skipped."""
-    graphs, kept, reasons = featurize_with_reasons(smiles)
+    graphs, kept, reasons = featurize_with_reasons(smiles, kekulize)
     skipped = [(s, r) for s, r in zip(smiles, reasons) if r]
     if skipped:
         logger.warning("%s: skipped %d of %d molecules that cannot be featurized, e.g. %r (%s)",
@@ -102,8 +104,8 @@ def featurize_or_skip(smiles: Sequence[str], role: str) -> Tuple[List, List[int]
     return graphs, kept, skipped
 
 
-def featurize_support(support_smiles: Sequence[str],
-                      support_labels: Sequence[float]) -> Tuple[List, np.ndarray, List[int]]:
+def featurize_support(support_smiles: Sequence[str], support_labels: Sequence[float],
+                      kekulize: bool = False) -> Tuple[List, np.ndarray, List[int]]:
     """Featurized support molecules, their 0/1 labels and positions; unparsable molecules skipped and logged.
 
     Raises ``ValueError`` for labels other than 0/1 and when fewer than two actives or two inactives remain.
@@ -119,7 +121,7 @@ def featurize_support(support_smiles: Sequence[str],
         raise ValueError(f"{len(support_smiles)} support SMILES but {len(labels)} labels")
     if np.isnan(labels).any() or not np.isin(labels, (0.0, 1.0)).all():
         raise ValueError("support labels must be 0 (inactive) or 1 (active), without missing values")
-    graphs, kept, _ = featurize_or_skip(support_smiles, "support")
+    graphs, kept, _ = featurize_or_skip(support_smiles, "support", kekulize)
     labels = labels[kept]
     n_active, n_inactive = int(labels.sum()), int((labels == 0).sum())
     if n_active < MIN_PER_CLASS or n_inactive < MIN_PER_CLASS:
@@ -129,8 +131,8 @@ def featurize_support(support_smiles: Sequence[str],
 
 
 def build_user_episode(support_smiles: Sequence[str], support_labels: Sequence[float],
-                       query_smiles: Sequence[str], n_tasks: int,
-                       test_task_ids: Sequence[int]) -> Tuple[FewShotDataset, Episode, List[int]]:
+                       query_smiles: Sequence[str], n_tasks: int, test_task_ids: Sequence[int],
+                       kekulize: bool = False) -> Tuple[FewShotDataset, Episode, List[int]]:
     """Wrap a new assay as a one-episode dataset for a model trained on ``n_tasks`` properties.
 
     The new assay is property ``n_tasks`` (the model's spare, zero-initialised property row); the
@@ -144,8 +146,8 @@ def build_user_episode(support_smiles: Sequence[str], support_labels: Sequence[f
     >>> ep.task_index, ep.aux_task_indices.tolist(), ep.query.tolist(), kept
     (3, [0, 1], [4], [0])
     """
-    support_graphs, labels, support_kept = featurize_support(support_smiles, support_labels)
-    query_graphs, query_kept, _ = featurize_or_skip(query_smiles, "query")
+    support_graphs, labels, support_kept = featurize_support(support_smiles, support_labels, kekulize)
+    query_graphs, query_kept, _ = featurize_or_skip(query_smiles, "query", kekulize)
     if not query_graphs:
         raise ValueError("no query molecule to score")
     graphs = support_graphs + query_graphs
@@ -157,7 +159,7 @@ def build_user_episode(support_smiles: Sequence[str], support_labels: Sequence[f
     ids = [support_smiles[i] for i in support_kept] + [query_smiles[i] for i in query_kept]
     dataset = dc.data.NumpyDataset(np.array(graphs, dtype=object), y, w, ids=np.array(ids))
     train_tasks = [t for i, t in enumerate(tasks[:-1]) if i not in set(test_task_ids)]
-    data = FewShotDataset("user_assay", dataset, tasks, train_tasks, ["user_assay"])
+    data = FewShotDataset("user_assay", dataset, tasks, train_tasks, ["user_assay"], kekulized=kekulize)
     support = np.arange(n_support)
     episode = Episode(task="user_assay", task_index=n_tasks, support=support,
                       support_labels=labels.astype(np.float32),
