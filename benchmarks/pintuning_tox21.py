@@ -118,7 +118,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from deepchem_pintuning.data import load_fewshot
-    data = load_fewshot("tox21")
+    from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
+    # the official preset kekulizes molecules, as the official code does
+    kekulize = args.method == "pintuning" and args.protocol == "official"
+    data = load_fewshot("tox21", featurizer=PretrainGNNFeaturizer(kekulize=kekulize))
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {"runs": []}
     key = f"{args.method}" + (f"-{args.protocol}" if args.method == "pintuning" else "") + f"-{args.encoder}"
