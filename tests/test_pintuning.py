@@ -251,7 +251,8 @@ GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=GPU)])
 def test_official_preset_runs_with_contrastive_and_inner_step_penalty(cld, device):
     # On a GPU this once failed: the contrastive term compared CUDA vectors with CPU group ids.
-    model = PinTuningModel.for_dataset(cld, protocol="official", seed=0, device=torch.device(device), **TINY)
+    model = PinTuningModel.for_dataset(cld, protocol="official", seed=0, device=torch.device(device), kekulize=False,
+                                       **TINY)
     assert model.config.context_layers == "first" and model.config.query_aux_offset == -1
     history = model.fit(cld, steps=1, seed=0, progress=False)
     assert {"nt_xent", "emb_bwc", "query_bce"} <= set(history[-1])
