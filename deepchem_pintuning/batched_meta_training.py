@@ -42,7 +42,8 @@ class DeviceDataset:
         self.labels = torch.as_tensor(data.labels, dtype=torch.get_default_dtype(), device=device)
 
     def batch(self, episodes: Sequence[Episode], queries: Optional[Sequence[np.ndarray]] = None,
-              frozen_cache: Optional[torch.Tensor] = None, query_aux_offset: int = 0) -> EpisodeBatch:
+              frozen_cache: Optional[torch.Tensor] = None, query_aux_offset: int = 0,
+              separate_parts: bool = False) -> EpisodeBatch:
         """Episodes of equal shape as one :class:`EpisodeBatch` (``queries`` replace the episodes' queries)."""
         queries = [e.query for e in episodes] if queries is None else queries
 
@@ -51,7 +52,8 @@ class DeviceDataset:
 
         return episode_batch(self.graphs, self.labels, stack([e.support for e in episodes]), stack(queries),
                              stack([e.task_index for e in episodes]), stack([e.aux_task_indices for e in episodes]),
-                             frozen_cache, query_aux_offset, torch.as_tensor([e.query_aux_hidden for e in episodes]))
+                             frozen_cache, query_aux_offset, torch.as_tensor([e.query_aux_hidden for e in episodes]),
+                             separate_parts)
 
 
 def expand_per_episode(params: Params, n_episodes: int) -> Params:
@@ -179,7 +181,7 @@ def batched_predict_episode(model: PinTuning, dataset: DeviceDataset, episode: E
     context = rng.choice(episode.query, min(config.n_query, len(episode.query)), replace=False)
     with preserved_buffers(model, config.restore_batchnorm_after_eval):
         model.train()
-        batch = dataset.batch([episode], [context], frozen_cache, config.query_aux_offset)
+        batch = dataset.batch([episode], [context], frozen_cache, config.query_aux_offset, config.separate_bn_batches)
         state = pass_states([batch])[0]
         fast = batched_inner_adapt(model, batch, model.trainable_parameters(), config.inner_lr, config.inner_steps,
                                    False, state)
@@ -191,7 +193,8 @@ def batched_predict_episode(model: PinTuning, dataset: DeviceDataset, episode: E
 
         def score(chunks: List[np.ndarray]) -> torch.Tensor:
             with torch.no_grad():
-                batch = dataset.batch([episode] * len(chunks), chunks, frozen_cache, config.query_aux_offset)
+                batch = dataset.batch([episode] * len(chunks), chunks, frozen_cache, config.query_aux_offset,
+                                      config.separate_bn_batches)
                 logits, _ = batched_forward(model, fast, batch)
                 return torch.sigmoid(logits[:, batch.n_support:]).reshape(-1)
 

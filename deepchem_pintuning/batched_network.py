@@ -143,20 +143,27 @@ def batched_forward(model: PinTuning, stacked: Dict[str, torch.Tensor], batch: E
         Dropout generator; receives the train-mode BatchNorm statistics (apply them after the step).
     """
     params = ParamView(model, stacked)
-    graphs = batch.graphs
+    # the molecules as the encoders and the classifier batch them: jointly, or support and query apart
+    n_support, n_mols = batch.n_support, batch.graphs.n_molecules
+    parts = [(slice(None), batch.graphs)] if batch.parts is None else \
+        list(zip((slice(0, n_support), slice(n_support, n_mols)), batch.parts))
     frozen = batch.frozen
     if frozen is None:
         with torch.no_grad():
-            frozen = encode(model.frozen_encoder, params, "frozen_encoder.", graphs, state)
+            frozen = torch.cat([encode(model.frozen_encoder, params, "frozen_encoder.", graphs, state)
+                                for _, graphs in parts], dim=1)
     n_props = batch.property_ids.size(1)
     prop_x = lookup(params.get("property_embedding.weight"), batch.property_ids)
     nodes = context_forward(model.context, params, "context.", prop_x, frozen, batch.labels, state)
     prop_context, mol_context = nodes[:, :1], nodes[:, n_props:]
-    hook = adapter_hook(model.adapters, params, "adapters.", graphs, mol_context, prop_context)
-    adapted = encode(model.encoder, params, "encoder.", graphs, state, hook)
+    adapted = torch.cat([encode(model.encoder, params, "encoder.", graphs, state,
+                                adapter_hook(model.adapters, params, "adapters.", graphs, mol_context[:, part],
+                                             prop_context))
+                         for part, graphs in parts], dim=1)
     features = torch.cat([frozen, mol_context, prop_context.expand_as(frozen), adapted], dim=-1)
-    vectors = prop_context[:, 0] + torch.sigmoid(mol_context[:, :batch.n_support].mean(1))
-    return classify(model, params, features, state), vectors
+    vectors = prop_context[:, 0] + torch.sigmoid(mol_context[:, :n_support].mean(1))
+    logits = torch.cat([classify(model, params, features[:, part], state) for part, _ in parts], dim=1)
+    return logits, vectors
 
 
 def classify(model: PinTuning, params: ParamView, features: torch.Tensor, state: Optional[PassState]) -> torch.Tensor:

@@ -15,7 +15,7 @@ molecules of ``E`` episodes by index tensors into one :class:`EpisodeBatch`:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -200,6 +200,9 @@ class EpisodeBatch:
     support_labels: torch.Tensor     # [E, n_support]
     query_labels: Optional[torch.Tensor]  # [E, n_query] target labels (None when unknown)
     task_ids: torch.Tensor           # [E] target property per episode (contrastive groups)
+    # support-only and query-only molecules, when the encoders and the classifier see them as two
+    # batches (``separate_bn_batches``); None: one joint batch
+    parts: Optional[Tuple[GraphBatch, GraphBatch]] = None
 
     @property
     def n_episodes(self) -> int:
@@ -208,7 +211,8 @@ class EpisodeBatch:
 
 def episode_batch(packed: PackedGraphs, labels: torch.Tensor, support: torch.Tensor, query: torch.Tensor,
                   task_ids: torch.Tensor, aux_ids: torch.Tensor, frozen_cache: Optional[torch.Tensor] = None,
-                  query_aux_offset: int = 0, query_aux_hidden: Optional[torch.Tensor] = None) -> EpisodeBatch:
+                  query_aux_offset: int = 0, query_aux_hidden: Optional[torch.Tensor] = None,
+                  separate_parts: bool = False) -> EpisodeBatch:
     """Assemble an :class:`EpisodeBatch` from index tensors.
 
     Parameters
@@ -223,6 +227,8 @@ def episode_batch(packed: PackedGraphs, labels: torch.Tensor, support: torch.Ten
         Target and auxiliary property columns.
     query_aux_hidden: Tensor [E] of bool, optional
         Episodes whose query molecules get no auxiliary labels (all "missing").
+    separate_parts: bool
+        Also gather the support and the query molecules as two graph batches (``parts``).
     """
     device = packed.atoms.device
     support, query = support.to(device), query.to(device)
@@ -244,4 +250,6 @@ def episode_batch(packed: PackedGraphs, labels: torch.Tensor, support: torch.Ten
         n_support=support.shape[1],
         support_labels=support_labels[:, :, 0],
         query_labels=take(query, columns[:, :1])[:, :, 0],
-        task_ids=task_ids.to(device))
+        task_ids=task_ids.to(device),
+        parts=(gather_graphs(packed, support), gather_graphs(packed, query))
+        if separate_parts and query.shape[1] else None)

@@ -187,7 +187,8 @@ class PinTuningModel(TorchModel):
         shapes = {(len(e.support), len(e.query), len(e.aux_task_indices)) for _, e in episodes}
         if fast and len(shapes) == 1:
             dataset, size = self._on_device(data), self.episodes_per_pass or len(episodes)
-            batches = [dataset.batch([e for _, e in episodes[i:i + size]], None, frozen, config.query_aux_offset)
+            batches = [dataset.batch([e for _, e in episodes[i:i + size]], None, frozen, config.query_aux_offset,
+                                     config.separate_bn_batches)
                        for i in range(0, len(episodes), size)]
             return meta_gradients(self.model, batches, self.regularizer, self.workers)
         inputs = [(task, episode_inputs(data, e, None, frozen, config.query_aux_offset, self.device))

@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+from torch_geometric.data import Batch
 
 from deepchem_pintuning.adapters import MPAdapterStack
 from deepchem_pintuning.context_graph import ContextEncoder, LabelEdges
@@ -48,6 +49,7 @@ class PinTuningConfig:
     emb_dim: int = 300
     encoder_dropout: float = 0.1
     frozen_encoder_train_mode: bool = False  # official: the frozen copy runs in train mode
+    separate_bn_batches: bool = False        # official: encoders and classifier see support and query as two batches
     # MP-Adapters
     adapter_dim: int = 50
     context_layers: str = "all"              # official: "first"
@@ -105,7 +107,7 @@ class PinTuningConfig:
         """Settings of the official code (CRIPAC-DIG/Pin-Tuning) where it departs from the paper."""
         settings = dict(context_layers="first", context_projection="separate", emb_bwc="inner_step",
                         contrastive_weight=0.05, query_aux_offset=-1, frozen_encoder_train_mode=True,
-                        restore_batchnorm_after_eval=False, shuffle_aux=True, kekulize=True,
+                        restore_batchnorm_after_eval=False, shuffle_aux=True, kekulize=True, separate_bn_batches=True,
                         eval_query_order="class_sorted")
         settings.update(overrides)
         return cls(**settings)
@@ -207,19 +209,34 @@ class PinTuning(nn.Module):
         with torch.no_grad():
             return self.frozen_encoder.embed(graphs)
 
+    def batchnorm_parts(self, inputs: EpisodeInputs) -> List[Tuple[slice, object]]:
+        """``(molecule slice, PyG batch)`` pairs that the encoders and the classifier see as batches.
+
+        One joint batch, or with ``separate_bn_batches`` (official code) the support and the query
+        molecules as two batches, which matters for BatchNorm in train mode (batch statistics).
+        """
+        graphs, n_support = inputs.graphs, inputs.n_support
+        if not self.config.separate_bn_batches or graphs.num_graphs == n_support:
+            return [(slice(None), graphs)]
+        return [(part, Batch.from_data_list(graphs.index_select(range(graphs.num_graphs)[part])))
+                for part in (slice(0, n_support), slice(n_support, graphs.num_graphs))]
+
     def forward(self, inputs: EpisodeInputs) -> Tuple[torch.Tensor, torch.Tensor]:
         """Return ``(logits for every molecule, episode vector)``."""
-        graphs = inputs.graphs
-        frozen = inputs.frozen if inputs.frozen is not None else self.frozen_vectors(graphs)
+        parts = self.batchnorm_parts(inputs)
+        frozen = inputs.frozen if inputs.frozen is not None else \
+            torch.cat([self.frozen_vectors(graphs) for _, graphs in parts])
         n_props = inputs.property_ids.numel()
         nodes = self.context(self.property_embedding(inputs.property_ids), frozen, inputs.label_edges)
         prop_context, mol_context = nodes[0], nodes[n_props:]
-        n_atoms = graphs.x.size(0)
-        hook = self.adapters.hook(mol_context[graphs.batch], prop_context.expand(n_atoms, -1))
-        adapted = self.encoder.embed(graphs, hook)
+        adapted = torch.cat([
+            self.encoder.embed(graphs, self.adapters.hook(mol_context[part][graphs.batch],
+                                                          prop_context.expand(graphs.x.size(0), -1)))
+            for part, graphs in parts])
         features = torch.cat([frozen, mol_context, prop_context.expand_as(frozen), adapted], dim=1)
         episode_vector = prop_context + torch.sigmoid(mol_context[:inputs.n_support].mean(0))
-        return self.classifier(features).squeeze(-1), episode_vector
+        logits = torch.cat([self.classifier(features[part]) for part, _ in parts])
+        return logits.squeeze(-1), episode_vector
 
     def parameter_summary(self) -> Dict[str, int]:
         """Parameter counts: frozen, tuned, and per block.

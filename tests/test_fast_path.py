@@ -54,7 +54,8 @@ def _reference_and_fast(data, protocol, encoder, second_order, per_pass, workers
     loss, parts = meta_loss(reference, inputs, model.regularizer)
     loss.backward()
     dataset = DeviceDataset(data)
-    batches = [dataset.batch(episodes[i:i + per_pass], None, frozen, offset) for i in range(0, len(episodes), per_pass)]
+    batches = [dataset.batch(episodes[i:i + per_pass], None, frozen, offset, model.config.separate_bn_batches)
+               for i in range(0, len(episodes), per_pass)]
     fast_parts, states = meta_gradients(fast, batches, model.regularizer, workers)
     for state in states:
         state.apply()

@@ -2,10 +2,12 @@
 class-sorted evaluation chunks; and the published protocol's fresh supports per evaluation + best-of."""
 import numpy as np
 import pytest
+import torch
 
 from deepchem_pintuning.data import load_fewshot
 from deepchem_pintuning.episodes import EpisodeSampler, evaluation_episode
 from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
+from deepchem_pintuning.meta_training import episode_inputs, preserved_buffers
 from deepchem_pintuning.model import PinTuningModel, best_of_evaluations
 from deepchem_pintuning.pintuning import PinTuningConfig
 
@@ -20,8 +22,27 @@ def cld_kekulized():
 
 def test_official_preset_switches_the_official_behaviours():
     official, paper = PinTuningConfig.official(), PinTuningConfig()
-    assert (official.shuffle_aux, official.kekulize, official.eval_query_order) == (True, True, "class_sorted")
-    assert (paper.shuffle_aux, paper.kekulize, paper.eval_query_order) == (False, False, "index")
+    assert (official.shuffle_aux, official.kekulize, official.eval_query_order, official.separate_bn_batches) == \
+        (True, True, "class_sorted", True)
+    assert (paper.shuffle_aux, paper.kekulize, paper.eval_query_order, paper.separate_bn_batches) == \
+        (False, False, "index", False)
+
+
+def test_separate_batchnorm_batches_matter_in_train_mode_only(cld):
+    model = PinTuningModel.for_dataset(cld, seed=0, **TINY)
+    episode = EpisodeSampler(cld, 5, seed=0).sample()
+    inputs = episode_inputs(cld, episode)
+    net = model.model
+    assert len(net.batchnorm_parts(inputs)) == 1
+    logits = {}
+    for separate in (False, True):
+        net.config.separate_bn_batches = separate
+        with preserved_buffers(net, True), torch.no_grad():
+            logits["eval", separate] = net.eval()(inputs)[0]     # running statistics: batching is irrelevant
+            logits["train", separate] = net.train()(inputs)[0]   # batch statistics
+    assert len(net.batchnorm_parts(inputs)) == 2
+    assert (logits["train", True] - logits["train", False]).abs().max() > 1e-3
+    assert torch.allclose(logits["eval", True], logits["eval", False], atol=1e-5)
 
 
 def test_shuffled_auxiliary_order_per_episode(cld):
