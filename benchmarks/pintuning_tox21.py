@@ -37,21 +37,24 @@ TOX21_SETTINGS = published_hyperparameters("tox21", 10)
 
 
 def run_pintuning(data, seed: int, steps: int, eval_every: int, protocol: str, encoder: str, fast: bool = True,
-                  workers: int = 2, checkpoint_dir: Path = None, **overrides) -> dict:
+                  workers: int = 2, checkpoint_dir: Path = None, resample_eval_support: bool = False,
+                  device=None, **overrides) -> dict:
     """Meta-train in chunks of ``eval_every`` steps, each with its own (seed, step) sampler and torch seed.
 
     After every chunk the model, its optimiser state and the history are saved under
     ``checkpoint_dir``; a rerun of the same command continues from the last chunk and ends with the
-    same numbers as an uninterrupted run.
+    same numbers as an uninterrupted run. Each chunk ends with an evaluation on the supports of
+    ``seed``, or with ``resample_eval_support`` on fresh supports per evaluation (the official
+    code's protocol; their best is ``best_of_evals_roc_auc``).
     """
     from deepchem_pintuning.model import PinTuningModel
     if checkpoint_dir is not None and (checkpoint_dir / "history.json").exists():
-        model = PinTuningModel.load(str(checkpoint_dir))
+        model = PinTuningModel.load(str(checkpoint_dir), device=device)
         saved = json.loads((checkpoint_dir / "history.json").read_text())
         model.history, wall = saved["history"], saved["wall_seconds"]
         print(f"   resumed at step {model._global_step}", flush=True)
     else:
-        model = PinTuningModel.for_dataset(data, protocol=protocol, encoder=encoder, seed=seed,
+        model = PinTuningModel.for_dataset(data, protocol=protocol, encoder=encoder, seed=seed, device=device,
                                            model_dir=str(checkpoint_dir) if checkpoint_dir else None,
                                            **{**TOX21_SETTINGS, **overrides})
         model._ensure_built()
@@ -61,8 +64,9 @@ def run_pintuning(data, seed: int, steps: int, eval_every: int, protocol: str, e
         done = model._global_step
         torch.manual_seed(seed * 1_000_003 + done)
         start = time.perf_counter()
+        eval_seed = 1_000_003 * (seed + 1) + done // eval_every if resample_eval_support else seed
         model.fit(data, steps=min(eval_every, steps - done), seed=seed * 1_000_003 + done, eval_every=eval_every,
-                  eval_seed=seed, progress=False, fast=fast)
+                  eval_seed=eval_seed, progress=False, fast=fast)
         wall += time.perf_counter() - start
         last = [h for h in model.history if "eval_roc_auc" in h]
         print(f"   step {model._global_step}: ROC-AUC {last[-1]['eval_roc_auc']:.4f} ({wall:.0f} s)", flush=True)

@@ -10,17 +10,26 @@
 * ``maml``: the pre-trained encoder plus a linear head meta-trained with DeepChem's torch MAML
   (``deepchem.metalearning.torch_maml.MAML``, second order, one inner step) through
   :class:`EpisodicMetaLearner`, adapted on each test support set with the same inner step.
+* ``ecfp_rf``: ECFP4 (Morgan radius 2, 2,048 bits) and a random forest fitted on the support set
+  (FS-Mol's strong simple baseline; no encoder, no meta-training).
+* ``ecfp_aux_rf``: the same forest on ``[ECFP4 || auxiliary labels]``: every molecule's labels on
+  the episode's auxiliary (training) properties, 1 / 0 and 0.5 where missing. It gets exactly the
+  extra information Pin-Tuning's context graph gets under the paper protocol (the query molecules'
+  auxiliary labels), so it shows what those labels alone are worth.
 
 All use :func:`evaluation_episodes`, so for a given seed they see the support sets Pin-Tuning sees.
 """
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import deepchem as dc
 import numpy as np
 import torch
+from rdkit import Chem, rdBase
+from rdkit.Chem import rdFingerprintGenerator
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 from torch.func import functional_call
@@ -31,7 +40,8 @@ from deepchem_pintuning.encoder import PretrainedGNN, build_encoder
 from deepchem_pintuning.episodes import Episode, EpisodeSampler, evaluation_episodes
 from deepchem_pintuning.metalearning import EpisodicMetaLearner
 
-BASELINES = ("frozen", "finetune", "protonet", "maml")
+BASELINES = ("frozen", "finetune", "protonet", "maml", "ecfp_rf", "ecfp_aux_rf")
+FINGERPRINT_BITS = 2048
 METRICS = (dc.metrics.Metric(dc.metrics.roc_auc_score, name="roc_auc"),
            dc.metrics.Metric(dc.metrics.prc_auc_score, name="pr_auc"))
 
@@ -82,6 +92,34 @@ def _scores(episode: Episode, probabilities: np.ndarray) -> Dict[str, float]:
 def _frozen(vectors: torch.Tensor, data, episode, **_) -> np.ndarray:
     clf = LogisticRegression(max_iter=1000).fit(vectors[episode.support].numpy(), episode.support_labels)
     return clf.predict_proba(vectors[episode.query].numpy())[:, 1]
+
+
+def ecfp4(smiles: Sequence[str], bits: int = FINGERPRINT_BITS) -> np.ndarray:
+    """ECFP4 bit vectors ``[n, bits]`` (uint8; all zeros for a SMILES RDKit cannot parse).
+
+    Examples
+    --------
+    >>> fp = ecfp4(["CCO", "c1ccccc1"])
+    >>> fp.shape, int(fp[0].sum()) > 0
+    ((2, 2048), True)
+    """
+    generator = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=bits)
+    rows = np.zeros((len(smiles), bits), dtype=np.uint8)
+    with rdBase.BlockLogs():
+        for i, text in enumerate(smiles):
+            mol = Chem.MolFromSmiles(text)
+            if mol is not None:
+                rows[i] = generator.GetFingerprintAsNumPy(mol)
+    return rows
+
+
+def _forest(features: np.ndarray, data, episode, seed: int = 0, with_aux: bool = False, **_) -> np.ndarray:
+    if with_aux:
+        aux = np.nan_to_num(data.labels[:, episode.aux_task_indices], nan=0.5)
+        features = np.hstack([features, aux])
+    forest = RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1)
+    forest.fit(features[episode.support], episode.support_labels)
+    return forest.predict_proba(features[episode.query])[:, 1]
 
 
 def _finetune(encoder, data, episode, finetune_steps: int = 50, lr: float = 1e-3, **_) -> np.ndarray:
@@ -157,8 +195,12 @@ def _maml(learner: GNNMetaLearner, data, episode, **_) -> np.ndarray:
 
 
 def evaluate_baseline(method: str, data: FewShotDataset, n_shot: int = 10, seed: int = 0,
-                      encoder: str = "gcn_supervised_contextpred", **options) -> Dict:
+                      encoder: str = "gcn_supervised_contextpred", eval_seed: Optional[int] = None,
+                      **options) -> Dict:
     """Mean ROC-AUC / PR-AUC over the meta-test properties for one baseline and seed.
+
+    ``seed`` seeds the method (meta-training, forest); the support sets are those of
+    ``eval_seed`` (default ``seed``), the same for every method.
 
     Examples
     --------
@@ -169,6 +211,13 @@ def evaluate_baseline(method: str, data: FewShotDataset, n_shot: int = 10, seed:
     """
     if method not in BASELINES:
         raise ValueError(f"unknown baseline {method!r}; choose one of {BASELINES}")
+    eval_seed = seed if eval_seed is None else eval_seed
+    if method.startswith("ecfp"):
+        fingerprints = ecfp4(data.smiles)
+        per_task = {ep.task: _scores(ep, _forest(fingerprints, data, ep, seed, method == "ecfp_aux_rf"))
+                    for ep in evaluation_episodes(data, n_shot, eval_seed)}
+        result = {m.name: float(np.mean([s[m.name] for s in per_task.values()])) for m in METRICS}
+        return {**result, "per_task": per_task, "trainable_parameters": 0}
     torch.manual_seed(seed)
     model = build_encoder(encoder).eval()
     n_encoder, n_head = sum(p.numel() for p in model.parameters()), model.emb_dim + 1
@@ -183,7 +232,7 @@ def evaluate_baseline(method: str, data: FewShotDataset, n_shot: int = 10, seed:
             model = _embed(model, data, np.arange(len(data)))
     predict = {"frozen": _frozen, "finetune": _finetune, "protonet": _protonet, "maml": _maml}[method]
     per_task = {ep.task: _scores(ep, predict(model, data, ep, **options))
-                for ep in evaluation_episodes(data, n_shot, seed)}
+                for ep in evaluation_episodes(data, n_shot, eval_seed)}
     result: Dict = {m.name: float(np.mean([s[m.name] for s in per_task.values()])) for m in METRICS}
     result["per_task"] = per_task
     result["trainable_parameters"] = trainable

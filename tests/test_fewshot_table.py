@@ -1,0 +1,41 @@
+"""The few-shot report's protocols on a tiny run: same supports for every method, fresh supports + best-of."""
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import fewshot_table  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory):
+    args = argparse.Namespace(threads=1, workers=1, cpu=True, data_dir=None, draws=2, steps=2, evaluations=2,
+                              encoder="gcn_supervised_contextpred", encoder_path=None,
+                              checkpoint_dir=str(tmp_path_factory.mktemp("checkpoints")))
+    return {method: fewshot_table.run_cell("toxcast-CLD", 5, method, 0, args)
+            for method in ("pintuning", "frozen", "ecfp_aux_rf")}
+
+
+def test_every_method_of_a_seed_is_scored_on_the_same_supports(cells):
+    seeds = {m: tuple(c["eval_seeds"]) for m, c in cells.items()}
+    supports = {m: tuple(c["supports"]) for m, c in cells.items()}
+    assert len(set(seeds.values())) == 1 and len(set(supports.values())) == 1
+    assert len(set(cells["frozen"]["supports"])) == 2           # two different draws
+    assert all(len(c["honest"]) == 2 for c in cells.values())
+
+
+def test_published_protocol_is_the_best_of_evaluations_on_fresh_supports(cells):
+    pintuning = cells["pintuning"]
+    evaluations = pintuning["evaluations"]
+    assert len(evaluations) == 2 and len({e["eval_seed"] for e in evaluations}) == 2
+    assert pintuning["published"] == max(e["roc_auc"] for e in evaluations)
+    assert len(pintuning["deployment"]) == 2
+
+
+def test_report_has_a_row_per_method_with_the_paper_number(cells):
+    text = fewshot_table.report(list(cells.values()))
+    rows = [line for line in text.splitlines() if line.startswith("| toxcast")]
+    assert [row.split("|")[3].strip() for row in rows] == ["pintuning", "frozen", "ecfp_aux_rf"]
+    assert rows[0].rstrip(" |").endswith("83.71")                 # paper's ToxCast 5-shot
