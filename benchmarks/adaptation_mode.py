@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pintuning_tox21 import RESULTS, run_pintuning  # noqa: E402
+from pintuning_tox21 import RESULTS, trained_model  # noqa: E402
 
 VARIANTS = {"default": {}, "hide_query_aux": {"hide_query_aux": 1.0}}
 MODES = ("train", "eval")
@@ -84,7 +84,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     from deepchem_pintuning.data import load_fewshot
-    from deepchem_pintuning.model import PinTuningModel
 
     data = validation_split(load_fewshot("tox21"))
     out = Path(args.out)
@@ -96,10 +95,7 @@ def main() -> None:
                 continue
             folder = Path(args.checkpoint_dir) / f"{variant}-{args.steps}steps-seed{seed}"
             print(f"== {variant} seed {seed}", flush=True)
-            run_pintuning(data, seed, args.steps, args.steps, "paper", "gcn_supervised_contextpred",
-                          workers=args.workers, checkpoint_dir=folder, **overrides)
-            model = PinTuningModel.load(str(folder))
-            model.workers = args.workers
+            model = trained_model(data, seed, args.steps, folder, args.workers, **overrides)
             record = {"variant": variant, "seed": seed, "draws": []}
             for draw in range(args.draws):
                 scores = {}

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pintuning_tox21 import RESULTS, run_pintuning  # noqa: E402
+from pintuning_tox21 import RESULTS, trained_model  # noqa: E402
 
 KEY = "pintuning-paper-gcn_supervised_contextpred"
 VARIANTS = {"default": {}, "hide_query_aux": {"hide_query_aux": 1.0}}
@@ -61,7 +61,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     from deepchem_pintuning.data import load_fewshot
-    from deepchem_pintuning.model import PinTuningModel
 
     data = load_fewshot("tox21")
     out = Path(args.out)
@@ -72,10 +71,7 @@ def main() -> None:
             suffix = "" if variant == "default" else f"-{variant}"
             folder = Path(args.checkpoint_dir) / f"{KEY}{suffix}-{args.steps}steps-seed{seed}"
             print(f"== {variant} seed {seed}", flush=True)
-            run_pintuning(data, seed, args.steps, args.steps, "paper", "gcn_supervised_contextpred",
-                          workers=args.workers, checkpoint_dir=folder, **overrides)
-            model = PinTuningModel.load(str(folder))
-            model.workers = args.workers
+            model = trained_model(data, seed, args.steps, folder, args.workers, **overrides)
             record = {"variant": variant, "seed": seed, "steps": args.steps}
             for protocol in ("paper", "deployment"):
                 torch.manual_seed(seed)

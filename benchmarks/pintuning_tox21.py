@@ -93,6 +93,16 @@ def run_pintuning(data, seed: int, steps: int, eval_every: int, protocol: str, e
     }
 
 
+def trained_model(data, seed: int, steps: int, checkpoint_dir: Path, workers: int, **overrides):
+    """A paper-preset model (shipped GCN) meta-trained by :func:`run_pintuning` (resumable), loaded."""
+    from deepchem_pintuning.model import PinTuningModel
+    run_pintuning(data, seed, steps, steps, "paper", "gcn_supervised_contextpred", workers=workers,
+                  checkpoint_dir=checkpoint_dir, **overrides)
+    model = PinTuningModel.load(str(checkpoint_dir))
+    model.workers = workers
+    return model
+
+
 def run_baseline(data, method: str, seed: int, encoder: str) -> dict:
     from deepchem_pintuning.baselines import evaluate_baseline
     start = time.perf_counter()
@@ -115,6 +125,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="fast path on CPU: episodes computed in this many threads (one core each)")
     parser.add_argument("--reference", action="store_true", help="per-episode reference path instead of the fast one")
+    parser.add_argument("--resample-eval-support", action="store_true",
+                        help="fresh supports at every evaluation (the official code's protocol)")
     parser.add_argument("--checkpoint-dir", default="runs/benchmarks",
                         help="per-run checkpoints, so that an interrupted run continues where it stopped")
     parser.add_argument("--out", default=str(RESULTS / "pintuning_tox21.json"))
@@ -132,9 +144,12 @@ def main() -> None:
     for seed in args.seeds:
         print(f"== {key} seed {seed}", flush=True)
         if args.method == "pintuning":
+            suffix = "-resampled" if args.resample_eval_support else ""
             run = run_pintuning(data, seed, args.steps, args.eval_every, args.protocol, args.encoder,
                                 fast=not args.reference, workers=args.workers,
-                                checkpoint_dir=Path(args.checkpoint_dir) / f"{key}-{args.steps}steps-seed{seed}")
+                                checkpoint_dir=Path(args.checkpoint_dir) / f"{key}{suffix}-{args.steps}steps-seed{seed}",
+                                resample_eval_support=args.resample_eval_support)
+            run["resample_eval_support"] = args.resample_eval_support
             run["steps"] = args.steps
         else:
             run = run_baseline(data, args.method, seed, args.encoder)
