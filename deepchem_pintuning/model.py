@@ -1,11 +1,9 @@
 """``PinTuningModel``: the DeepChem model class around the :class:`PinTuning` network."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import deepchem as dc
@@ -20,13 +18,13 @@ from deepchem_pintuning.batched_meta_training import DeviceDataset, batched_pred
 from deepchem_pintuning.batching import collate_graphs
 from deepchem_pintuning.data import FewShotDataset, project_data_dir
 from deepchem_pintuning.emb_bwc import EmbBWC, estimate_fisher
-from deepchem_pintuning.encoder import PRETRAINED_ENCODERS, PretrainedGNN
+from deepchem_pintuning.encoder import PretrainedGNN
 from deepchem_pintuning.episodes import Episode, EpisodeSampler, class_sorted, evaluation_episodes
 from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
 from deepchem_pintuning.meta_training import episode_inputs, meta_loss, predict_episode
 from deepchem_pintuning.pintuning import PinTuning, PinTuningConfig
 from deepchem_pintuning.inductive import AdaptedSupport, adapt_to_support, score_molecules
-from deepchem_pintuning.library_io import UserInputError
+from deepchem_pintuning.model_directory import SavedModel
 from deepchem_pintuning.user_assay import FeaturizedLibrary, build_user_episode, featurize_library, featurize_support
 
 logger = logging.getLogger(__name__)
@@ -48,20 +46,11 @@ def best_of_evaluations(history: Sequence[Dict]) -> Dict:
     return max(evaluations, key=lambda h: h["eval_roc_auc"])
 
 
-class ModelDirectoryError(UserInputError):
-    """A model directory that is missing, incomplete, unreadable or does not fit its settings."""
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-CONFIG_FILE = "pintuning_config.json"
 DEFAULT_METRICS = (dc.metrics.Metric(dc.metrics.roc_auc_score, name="roc_auc"),
                    dc.metrics.Metric(dc.metrics.prc_auc_score, name="pr_auc"))
 
 
-class PinTuningModel(TorchModel):
+class PinTuningModel(SavedModel, TorchModel):
     """Pin-Tuning (Wang et al., NeurIPS 2024) for few-shot molecular property prediction.
 
     A pre-trained molecular GNN is adapted per property with MP-Adapters fed by an episode's
@@ -370,67 +359,6 @@ class PinTuningModel(TorchModel):
             logger.warning("query: %d of %d molecules cannot be featurized (score NaN), e.g. %r (%s)",
                            len(failed), len(query_smiles), *failed[0])
         return scores
-
-    def save_checkpoint(self, max_checkpoints_to_keep: int = 5, model_dir: Optional[str] = None) -> None:
-        """Save the weights (DeepChem checkpoint) and the settings needed by :meth:`load`."""
-        super().save_checkpoint(max_checkpoints_to_keep, model_dir)
-        settings = {"n_tasks": self.n_tasks, "test_task_ids": self.test_task_ids, "config": self.config.to_dict()}
-        Path(model_dir or self.model_dir, CONFIG_FILE).write_text(json.dumps(settings, indent=1))
-
-    @classmethod
-    def load(cls, model_dir: str, device: Optional[torch.device] = None) -> "PinTuningModel":
-        """Rebuild a model saved by :meth:`save_checkpoint` (or :meth:`fit`) and restore its weights.
-
-        A missing, incomplete or mismatched model directory raises :class:`ModelDirectoryError`
-        saying what is wrong (no settings file, unreadable settings or checkpoint, weights that do
-        not fit the settings).
-        """
-        path = Path(model_dir, CONFIG_FILE)
-        if not path.exists():
-            raise ModelDirectoryError(f"{path} not found: {model_dir} is not a saved PinTuningModel")
-        try:
-            settings = json.loads(path.read_text())
-            config = PinTuningConfig.from_dict(settings["config"])
-            n_tasks, test_task_ids = int(settings["n_tasks"]), [int(i) for i in settings["test_task_ids"]]
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:   # JSONDecodeError is a ValueError
-            raise ModelDirectoryError(f"{path} is not a valid settings file: {_first_line(error)}") from None
-        # every weight, the frozen encoder's included, is in the checkpoint: the encoder file is not needed
-        empty = PretrainedGNN(PRETRAINED_ENCODERS[config.encoder][0], config.num_layer, config.emb_dim,
-                              config.encoder_dropout)
-        model = cls(n_tasks, test_task_ids, config=config, model_dir=model_dir, device=device,
-                    prebuilt_encoder=empty)
-        model.restore()
-        return model
-
-    def restore(self, checkpoint: Optional[str] = None, model_dir: Optional[str] = None,
-                strict: Optional[bool] = True) -> None:
-        """Reload the weights from a checkpoint (default: the newest in ``model_dir``), as DeepChem does.
-
-        The file is read with ``torch.load(..., weights_only=True)`` whatever the environment says,
-        so a checkpoint can hold tensors only and loading one never runs code.
-        """
-        self._ensure_built()
-        if checkpoint is None:
-            checkpoints = sorted(self.get_checkpoints(model_dir))
-            if not checkpoints:
-                raise ModelDirectoryError(f"{model_dir or self.model_dir} has no checkpoint (checkpoint*.pt)")
-            checkpoint = checkpoints[0]
-        try:
-            data = torch.load(checkpoint, map_location=self.device, weights_only=True)
-            state, optimizer, step = data["model_state_dict"], data["optimizer_state_dict"], int(data["global_step"])
-        except Exception as error:   # torch raises many types for truncated, foreign or unsafe files
-            raise ModelDirectoryError(f"{checkpoint} is not a readable PinTuningModel checkpoint: "
-                                      f"{_first_line(error)}") from None
-        try:
-            self.model.load_state_dict(state, strict=strict)
-            self._pytorch_optimizer.load_state_dict(optimizer)
-        except (RuntimeError, ValueError, KeyError) as error:
-            details = [line.strip() for line in str(error).splitlines()[1:] if line.strip()] or [_first_line(error)]
-            raise ModelDirectoryError(f"{checkpoint} does not fit the settings in {CONFIG_FILE} "
-                                      f"({len(details)} problem(s), e.g. {details[0]})") from None
-        self._global_step = step
-        if self.config.emb_bwc == "identity":
-            self._set_regularizer(None)
 
     def parameter_summary(self) -> Dict[str, int]:
         """Frozen and tuned parameter counts, per block."""

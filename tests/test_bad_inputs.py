@@ -18,7 +18,8 @@ import torch
 
 from deepchem_pintuning.cli import main
 from deepchem_pintuning.data import load_fewshot, project_data_dir
-from deepchem_pintuning.model import ModelDirectoryError, PinTuningModel
+from deepchem_pintuning.model import PinTuningModel
+from deepchem_pintuning.model_directory import ModelDirectoryError
 
 
 class Plant:
