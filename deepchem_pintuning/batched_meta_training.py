@@ -27,7 +27,7 @@ from deepchem_pintuning.emb_bwc import EmbBWC
 from deepchem_pintuning.episode_batch import EpisodeBatch, PackedGraphs, episode_batch
 from deepchem_pintuning.episodes import Episode
 from deepchem_pintuning.grouped_ops import PassState
-from deepchem_pintuning.meta_training import emb_bwc_penalty, nt_xent, preserved_buffers
+from deepchem_pintuning.meta_training import adaptation_seed, emb_bwc_penalty, nt_xent, preserved_buffers
 from deepchem_pintuning.pintuning import PinTuning
 
 Params = Dict[str, torch.Tensor]
@@ -171,7 +171,8 @@ def _chunks(query: np.ndarray, size: int) -> List[List[np.ndarray]]:
 def batched_predict_episode(model: PinTuning, dataset: DeviceDataset, episode: Episode,
                             frozen_cache: Optional[torch.Tensor], seed: int, chunks_per_pass: int = 1,
                             workers: int = 1) -> np.ndarray:
-    """Fast ``meta_training.predict_episode``: same adaptation and scores.
+    """Fast ``meta_training.predict_episode``: same adaptation and scores (dropout masks, drawn from
+    another generator, aside), deterministic for a given ``seed``.
 
     The query chunks (one context graph each) are scored ``chunks_per_pass`` at a time (on a GPU,
     many; on a CPU, one), the passes spread over ``workers`` threads.
@@ -182,7 +183,8 @@ def batched_predict_episode(model: PinTuning, dataset: DeviceDataset, episode: E
     with preserved_buffers(model, config.restore_batchnorm_after_eval):
         model.train()
         batch = dataset.batch([episode], [context], frozen_cache, config.query_aux_offset, config.separate_bn_batches)
-        state = pass_states([batch])[0]
+        generator = torch.Generator(device=batch.graphs.atom_mask.device)
+        state = PassState(generator.manual_seed(adaptation_seed(seed, episode.task_index)))
         fast = batched_inner_adapt(model, batch, model.trainable_parameters(), config.inner_lr, config.inner_steps,
                                    False, state)
         state.apply()

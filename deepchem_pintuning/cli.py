@@ -94,8 +94,8 @@ def _train(args: argparse.Namespace) -> None:
     summary = model.parameter_summary()
     print(f"Pin-Tuning on {data.name} ({args.shots}-shot, protocol {args.protocol}, encoder {args.encoder}): "
           f"{summary['trainable']:,} tuned / {summary['frozen']:,} frozen parameters")
-    history = model.fit(data, steps=args.steps, seed=args.seed)
-    losses = [h["loss"] for h in history if "loss" in h]
+    model.fit(data, steps=args.steps, seed=args.seed)
+    losses = [h["loss"] for h in model.history if "loss" in h]
     if losses:
         print(f"meta-training loss: first step {losses[0]:.4f}, last step {losses[-1]:.4f}")
     scores = model.evaluate_fewshot(data, seed=args.seed)

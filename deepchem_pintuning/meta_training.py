@@ -140,6 +140,11 @@ def preserved_buffers(module: nn.Module, enabled: bool = True) -> Iterator[None]
                     buffer.copy_(saved[name])
 
 
+def adaptation_seed(seed: int, task_index: int) -> int:
+    """Seed of the dropout of a test-time adaptation step: evaluation seed and target property."""
+    return seed * 1_000_003 + task_index
+
+
 def predict_episode(model: PinTuning, data: FewShotDataset, episode: Episode,
                     frozen_cache: Optional[torch.Tensor], seed: int,
                     device: Optional[torch.device] = None) -> np.ndarray:
@@ -148,7 +153,8 @@ def predict_episode(model: PinTuning, data: FewShotDataset, episode: Episode,
     The inner step sees the support plus a random ``n_query`` chunk of the query molecules as
     unlabelled context; prediction runs in eval mode, one context graph per ``eval_query_chunk``
     query molecules. BatchNorm statistics are restored afterwards unless the config reproduces the
-    official code's leak.
+    official code's leak. The adaptation step's dropout is drawn from :func:`adaptation_seed`, so
+    the same call gives the same scores (torch's global generator is left as it was).
     """
     config = model.config
     rng = np.random.default_rng(seed)
@@ -156,8 +162,10 @@ def predict_episode(model: PinTuning, data: FewShotDataset, episode: Episode,
     with preserved_buffers(model, config.restore_batchnorm_after_eval):
         model.train()
         inputs = episode_inputs(data, episode, context, frozen_cache, config.query_aux_offset, device)
-        fast = inner_adapt(model, inputs, model.trainable_parameters(), config.inner_lr,
-                           config.inner_steps, create_graph=False)
+        with torch.random.fork_rng(devices=[]):   # the CPU generator is restored afterwards
+            torch.manual_seed(adaptation_seed(seed, episode.task_index))
+            fast = inner_adapt(model, inputs, model.trainable_parameters(), config.inner_lr,
+                               config.inner_steps, create_graph=False)
         fast = {name: p.detach() for name, p in fast.items()}
         model.eval()
         scores: List[np.ndarray] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import deepchem as dc
 import numpy as np
@@ -14,18 +14,20 @@ from deepchem.models.optimizers import AdamW
 from deepchem.models.torch_models import TorchModel
 from tqdm.auto import tqdm
 
+from deepchem_pintuning.assay_scoring import AssayScoring
 from deepchem_pintuning.batched_meta_training import DeviceDataset, batched_predict_episode, meta_gradients
 from deepchem_pintuning.batching import collate_graphs
 from deepchem_pintuning.data import FewShotDataset, project_data_dir
+from deepchem_pintuning.deepchem_contract import (PREDICT_INSTEAD, as_fewshot, split_torchmodel_kwargs, steps_for_epochs,
+                                                  write_history)
 from deepchem_pintuning.emb_bwc import EmbBWC, estimate_fisher
 from deepchem_pintuning.encoder import PretrainedGNN
 from deepchem_pintuning.episodes import Episode, EpisodeSampler, class_sorted, evaluation_episodes
 from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
 from deepchem_pintuning.meta_training import episode_inputs, meta_loss, predict_episode
-from deepchem_pintuning.pintuning import PinTuning, PinTuningConfig
-from deepchem_pintuning.inductive import AdaptedSupport, adapt_to_support, score_molecules
+from deepchem_pintuning.inductive import adapt_to_support, score_molecules
 from deepchem_pintuning.model_directory import SavedModel
-from deepchem_pintuning.user_assay import FeaturizedLibrary, build_user_episode, featurize_library, featurize_support
+from deepchem_pintuning.pintuning import PinTuning, PinTuningConfig
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ DEFAULT_METRICS = (dc.metrics.Metric(dc.metrics.roc_auc_score, name="roc_auc"),
                    dc.metrics.Metric(dc.metrics.prc_auc_score, name="pr_auc"))
 
 
-class PinTuningModel(SavedModel, TorchModel):
+class PinTuningModel(AssayScoring, SavedModel, TorchModel):
     """Pin-Tuning (Wang et al., NeurIPS 2024) for few-shot molecular property prediction.
 
     A pre-trained molecular GNN is adapted per property with MP-Adapters fed by an episode's
@@ -73,6 +75,10 @@ class PinTuningModel(SavedModel, TorchModel):
     prebuilt_encoder: PretrainedGNN, optional
         Used instead of ``config.encoder`` loaded from its file (:meth:`load` passes an empty one:
         every weight is in the checkpoint).
+    **kwargs
+        Pin-Tuning settings (:class:`PinTuningConfig` fields), and DeepChem's own ``batch_size``,
+        ``learning_rate`` (= ``meta_lr``), ``optimizer`` (default AdamW with ``meta_lr`` and
+        ``weight_decay``), ``tensorboard``, ``wandb_logger`` and ``log_frequency``.
 
     Examples
     --------
@@ -80,7 +86,7 @@ class PinTuningModel(SavedModel, TorchModel):
     >>> data = pt.load_fewshot("toxcast-CLD")
     >>> model = PinTuningModel.for_dataset(data, n_shot=5, emb_dim=32, num_layer=2, adapter_dim=8,
     ...                                    encoder="gin_scratch", seed=0)
-    >>> history = model.fit(data, steps=2, seed=0, progress=False)
+    >>> loss = model.fit(data, steps=2, seed=0, progress=False)   # DeepChem style: fit(data, nb_epoch=1)
     >>> scores = model.evaluate_fewshot(data, seed=0)
     >>> sorted(scores)
     ['per_task', 'pr_auc', 'roc_auc']
@@ -89,7 +95,8 @@ class PinTuningModel(SavedModel, TorchModel):
     def __init__(self, n_tasks: int, test_task_ids: Sequence[int] = (), protocol: str = "paper",
                  config: Optional[PinTuningConfig] = None, model_dir: Optional[str] = None,
                  device: Optional[torch.device] = None, seed: Optional[int] = None,
-                 prebuilt_encoder: Optional[PretrainedGNN] = None, **overrides):
+                 prebuilt_encoder: Optional[PretrainedGNN] = None, **kwargs):
+        base_kwargs, overrides = split_torchmodel_kwargs(kwargs)
         if protocol not in ("paper", "official"):
             raise ValueError(f"protocol must be 'paper' or 'official', got {protocol!r}")
         if config is None:
@@ -103,9 +110,10 @@ class PinTuningModel(SavedModel, TorchModel):
         self.test_task_ids = list(test_task_ids)
         # one extra, zero-initialised property row stands for a user's new assay (predict_smiles)
         network = PinTuning(config, n_tasks + 1, list(test_task_ids) + [n_tasks], encoder=prebuilt_encoder)
-        super().__init__(network, loss=dc.models.losses.SigmoidCrossEntropy(),
-                         optimizer=AdamW(learning_rate=config.meta_lr, weight_decay=config.weight_decay),
-                         model_dir=model_dir, device=device)
+        optimizer = base_kwargs.pop("optimizer", None) or AdamW(learning_rate=config.meta_lr,
+                                                                  weight_decay=config.weight_decay)
+        super().__init__(network, loss=dc.models.losses.SigmoidCrossEntropy(), optimizer=optimizer,
+                         model_dir=model_dir, device=device, **base_kwargs)
         self.regularizer: Optional[EmbBWC] = None
         if config.emb_bwc == "identity":
             self._set_regularizer(None)
@@ -187,14 +195,30 @@ class PinTuningModel(SavedModel, TorchModel):
         return parts, []
 
     # ------------------------------------------------------------------ training
-    def fit(self, data: FewShotDataset, steps: int = 2000, seed: int = 0, progress: bool = True,
-            eval_every: Optional[int] = None, eval_seed: int = 0,
-            eval_tasks: Optional[Sequence[str]] = None, checkpoint_interval: int = 0,
-            fast: bool = True, resample_eval_support: bool = False) -> List[Dict[str, float]]:
-        """Meta-train on the training properties of ``data``.
+    def fit(self, dataset, nb_epoch: Optional[int] = None, max_checkpoints_to_keep: int = 5,
+            checkpoint_interval: int = 0, deterministic: bool = True, restore: bool = False, variables=None,
+            loss=None, callbacks=(), all_losses: Optional[List[float]] = None, *, steps: Optional[int] = None,
+            seed: int = 0, progress: bool = True, eval_every: Optional[int] = None, eval_seed: int = 0,
+            eval_tasks: Optional[Sequence[str]] = None, fast: bool = True,
+            resample_eval_support: bool = False) -> float:
+        """Meta-train on the training properties of ``dataset``; returns the mean loss, as DeepChem's ``fit``.
 
         Parameters
         ----------
+        dataset: FewShotDataset or deepchem Dataset
+            A plain dataset needs PretrainGNNFeaturizer graphs and the model's task names in column
+            order (:func:`~deepchem_pintuning.deepchem_contract.as_fewshot`).
+        nb_epoch: int, optional
+            Epochs of ``ceil(n_train_properties / tasks_per_step)`` outer steps each; or give ``steps``
+            (default 2,000, the paper's budget).
+        max_checkpoints_to_keep, checkpoint_interval, restore, callbacks, all_losses:
+            As in DeepChem: ``callbacks`` are called as ``callback(model, step)`` after every outer
+            step (e.g. ``dc.models.ValidationCallback``); ``all_losses`` receives every step's loss;
+            ``checkpoint_interval`` 0 saves at the end only. TensorBoard / W&B logging follows the
+            constructor's ``tensorboard`` / ``wandb_logger`` / ``log_frequency``.
+        deterministic, variables, loss:
+            Episodes are always drawn from ``seed``; the tuned parameters and the meta-loss are
+            Pin-Tuning's own (giving ``variables`` or ``loss`` is refused).
         steps: int
             Outer steps; each draws ``tasks_per_step`` properties x ``episodes_per_task`` episodes.
         eval_every: int, optional
@@ -211,17 +235,25 @@ class PinTuningModel(SavedModel, TorchModel):
             All episodes of a step in one batch (:mod:`batched_meta_training`); False runs the
             per-episode reference implementation (same mathematics, several times slower).
 
-        Returns
-        -------
-        list of dict
-            One record per step (loss parts, seconds) and per evaluation.
+        Every outer step (loss parts, seconds) and evaluation is recorded in :attr:`history`, also
+        written to ``model_dir/training_history.csv``.
         """
+        if variables is not None or loss is not None:
+            raise ValueError("PinTuningModel tunes its own parameters with its meta-loss: variables and loss must "
+                             "not be given")
+        data = as_fewshot(dataset, self.n_tasks, self.test_task_ids)
         config = self.config
+        if nb_epoch is not None and steps is not None:
+            raise ValueError("give nb_epoch or steps, not both")
+        steps = steps_for_epochs(nb_epoch, data, config.tasks_per_step) if nb_epoch is not None else \
+            (2000 if steps is None else steps)
         self._ensure_built()
+        if restore:
+            self.restore()
         self._check_featurization(data)
         self._require_regularizer()
         sampler = EpisodeSampler(data, config.n_shot, config.n_query, seed=seed, shuffle_aux=config.shuffle_aux)
-        n_evaluations = 0
+        n_evaluations, losses = 0, []
         rng = np.random.default_rng(seed)
         task_ids = {t: data.task_index(t) for t in sampler.tasks}
         n_per_step = min(config.tasks_per_step, len(sampler.tasks))
@@ -244,7 +276,9 @@ class PinTuningModel(SavedModel, TorchModel):
             self._global_step += 1
             record = {"step": self._global_step, "seconds": time.perf_counter() - start, **parts}
             self.history.append(record)
+            losses.append(parts["loss"])
             bar.set_postfix(loss=f"{parts['loss']:.3f}")
+            self._report_step(parts["loss"], callbacks, all_losses)
             if eval_every and (step + 1) % eval_every == 0:
                 seed_k = eval_seed + n_evaluations if resample_eval_support else eval_seed
                 n_evaluations += 1
@@ -252,9 +286,55 @@ class PinTuningModel(SavedModel, TorchModel):
                 self.history.append({"step": self._global_step, "eval_seed": seed_k, "eval_roc_auc": scores["roc_auc"],
                                      "eval_pr_auc": scores["pr_auc"], "eval_per_task": scores["per_task"]})
             if checkpoint_interval and (step + 1) % checkpoint_interval == 0:
-                self.save_checkpoint()
+                self.save_checkpoint(max_checkpoints_to_keep)
         if steps:
-            self.save_checkpoint()
+            self.save_checkpoint(max_checkpoints_to_keep)
+            write_history(self.history, self.model_dir)
+        return float(np.mean(losses)) if losses else 0.0
+
+    def _report_step(self, loss: float, callbacks, all_losses: Optional[List[float]]) -> None:
+        """DeepChem's per-step duties: loss list, callbacks, TensorBoard and W&B logging."""
+        step = self._global_step
+        if all_losses is not None:
+            all_losses.append(loss)
+        for callback in callbacks:
+            callback(self, step)
+        if step % self.log_frequency == 0:
+            if self.tensorboard:
+                self._log_scalar_to_tensorboard("loss", loss, step)
+            if self.wandb_logger is not None:
+                self.wandb_logger.log_data({"train/loss": loss}, step=step)
+
+    def evaluate(self, dataset, metrics=DEFAULT_METRICS, transformers=(), per_task_metrics: bool = False,
+                 **kwargs):
+        """DeepChem's ``evaluate`` with few-shot semantics: ``metrics`` on ``dataset``'s meta-test
+        properties, fixed supports of seed 0 (:meth:`evaluate_fewshot`); ``{metric name: mean}``, and
+        the per-property scores too with ``per_task_metrics``. Works with ``dc.hyper`` and
+        ``dc.models.ValidationCallback``."""
+        if list(transformers):
+            raise ValueError("few-shot labels are 0/1 activities: transformers are not applied, pass none")
+        metrics = [metrics] if isinstance(metrics, dc.metrics.Metric) else list(metrics)
+        result = self.evaluate_fewshot(as_fewshot(dataset, self.n_tasks, self.test_task_ids), metrics=metrics)
+        scores = {m.name: result[m.name] for m in metrics}
+        if not per_task_metrics:
+            return scores
+        return scores, {m.name: np.array([s[m.name] for s in result["per_task"].values()]) for m in metrics}
+
+    def save(self) -> None:
+        """Save a checkpoint and the settings (what ``dc.hyper`` calls after ``fit``)."""
+        self.save_checkpoint()
+
+    def predict(self, *args, **kwargs):
+        raise NotImplementedError(PREDICT_INSTEAD.format(method="predict"))
+
+    def predict_on_batch(self, *args, **kwargs):
+        raise NotImplementedError(PREDICT_INSTEAD.format(method="predict_on_batch"))
+
+    def predict_embedding(self, *args, **kwargs):
+        raise NotImplementedError(PREDICT_INSTEAD.format(method="predict_embedding"))
+
+    def predict_uncertainty(self, *args, **kwargs):
+        raise NotImplementedError(PREDICT_INSTEAD.format(method="predict_uncertainty"))
         return self.history
 
     # ------------------------------------------------------------------ prediction
@@ -302,63 +382,6 @@ class PinTuningModel(SavedModel, TorchModel):
         result: Dict = {m.name: float(np.mean([s[m.name] for s in per_task.values()])) for m in metrics}
         result["per_task"] = per_task
         return result
-
-    def adapt_to_assay(self, support_smiles: Sequence[str], support_labels: Sequence[float],
-                       seed: int = 0) -> AdaptedSupport:
-        """Adapt to a new assay from its labelled support SMILES (for :meth:`score_graphs`).
-
-        The new assay takes the model's spare property row; the meta-training properties are its
-        auxiliary properties, with every label missing (a user's molecules have none). The model
-        itself is not modified. Raises ``ValueError`` for labels other than 0/1 or fewer than two
-        actives or two inactives.
-        """
-        self._ensure_built()
-        graphs, labels, _ = featurize_support(support_smiles, support_labels, self.config.kekulize)
-        aux = [i for i in range(self.n_tasks) if i not in set(self.test_task_ids)]
-        return adapt_to_support(self.model, graphs, labels, self.n_tasks, aux, seed, device=self.device,
-                                mode=self.config.deployment_adaptation)
-
-    def score_smiles(self, adapted: AdaptedSupport, smiles: Union[Sequence[str], FeaturizedLibrary],
-                     batch_size: int = 64) -> Tuple[np.ndarray, List[str]]:
-        """Inductive scores of ``smiles`` for an assay from :meth:`adapt_to_assay`, and a reason per molecule.
-
-        Every distinct SMILES is featurized and scored once, so copies get identical scores. A
-        molecule that cannot be featurized gets NaN and the reason (``""`` for scored molecules).
-        ``smiles`` may be featurized already (:func:`~deepchem_pintuning.user_assay.featurize_library`),
-        e.g. to score one library for several adaptations or to featurize the next chunk of a
-        library while this one is scored.
-        """
-        library = smiles if isinstance(smiles, FeaturizedLibrary) else featurize_library(smiles, self.config.kekulize)
-        scores = np.full(int(library.distinct_index.max(initial=-1)) + 1, np.nan)
-        if library.graphs:
-            scores[library.featurized] = score_molecules(self.model, adapted, library.graphs, batch_size,
-                                                         self.workers)
-        return scores[library.distinct_index], library.reasons
-
-    def predict_smiles(self, support_smiles: Sequence[str], support_labels: Sequence[float],
-                       query_smiles: Sequence[str], seed: int = 0, transductive: bool = False) -> np.ndarray:
-        """Probability of activity of ``query_smiles`` on a new assay given its labelled support set.
-
-        By default every molecule is scored on its own context graph (support + that molecule,
-        :mod:`deepchem_pintuning.inductive`): the same inputs give the same scores and a score
-        does not depend on the other query molecules. ``transductive=True`` scores as in the paper's
-        evaluation (query chunks share a context graph; the adaptation sees a random query sample).
-        SMILES that cannot be featurized get NaN (logged). Raises ``ValueError`` when fewer than
-        two actives or two inactives remain in the support set.
-        """
-        self._ensure_built()
-        scores = np.full(len(query_smiles), np.nan)
-        if transductive:
-            data, episode, kept = build_user_episode(support_smiles, support_labels, query_smiles, self.n_tasks,
-                                                     self.test_task_ids, self.config.kekulize)
-            scores[kept] = predict_episode(self.model, data, episode, None, seed, self.device)
-            return scores
-        scores, reasons = self.score_smiles(self.adapt_to_assay(support_smiles, support_labels, seed), query_smiles)
-        failed = [(s, r) for s, r in zip(query_smiles, reasons) if r]
-        if failed:
-            logger.warning("query: %d of %d molecules cannot be featurized (score NaN), e.g. %r (%s)",
-                           len(failed), len(query_smiles), *failed[0])
-        return scores
 
     def parameter_summary(self) -> Dict[str, int]:
         """Frozen and tuned parameter counts, per block."""

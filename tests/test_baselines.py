@@ -22,4 +22,12 @@ def test_frozen_pretrained_encoder_beats_chance_on_tox21(tox21):
 def test_unknown_baseline():
     with pytest.raises(ValueError, match="frozen"):
         evaluate_baseline("knn", None)
-    assert len(BASELINES) == 4
+    assert BASELINES == ("frozen", "finetune", "protonet", "maml", "ecfp_rf", "ecfp_aux_rf")
+
+
+def test_auxiliary_labels_are_what_the_aux_forest_adds(cld):
+    """Same forest, same supports: the auxiliary labels (Pin-Tuning's extra information) change the scores."""
+    plain = evaluate_baseline("ecfp_rf", cld, n_shot=5, seed=0)
+    with_aux = evaluate_baseline("ecfp_aux_rf", cld, n_shot=5, seed=0)
+    assert set(plain["per_task"]) == set(with_aux["per_task"]) == set(cld.test_tasks)
+    assert plain["per_task"] != with_aux["per_task"] and plain["trainable_parameters"] == 0

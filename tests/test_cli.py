@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 from rdkit import Chem
@@ -46,7 +47,12 @@ def test_predict_in_small_chunks_writes_the_same_file(assay):
     """Chunks of 4 rows: featurized one chunk ahead, written as they come, header once."""
     assert main(_predict(assay, out="whole.csv")) == 0
     assert main(_predict(assay, "--chunk-size", "4", out="chunked.csv")) == 0
-    assert (assay / "chunked.csv").read_text() == (assay / "whole.csv").read_text()
+    whole, chunked = (pd.read_csv(assay / name, keep_default_na=False) for name in ("whole.csv", "chunked.csv"))
+    assert chunked.drop(columns="score").equals(whole.drop(columns="score"))   # rows, order, reasons, header once
+    scored = whole["reason"] == ""
+    # batches of other sizes round differently in the last float32 digits (written with 6 decimals)
+    assert np.allclose(pd.to_numeric(chunked.loc[scored, "score"]), pd.to_numeric(whole.loc[scored, "score"]),
+                       atol=2e-6, rtol=0)
 
 
 def test_uncertainty_column_is_the_spread_over_adaptations(assay):

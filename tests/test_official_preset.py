@@ -94,8 +94,9 @@ def test_class_sorted_evaluation_chunks_change_the_transductive_scores(cld):
 @pytest.mark.parametrize("resample", [False, True])
 def test_published_protocol_resamples_supports_and_takes_the_best(cld, resample):
     model = PinTuningModel.for_dataset(cld, seed=0, **TINY)
-    history = model.fit(cld, steps=3, eval_every=1, eval_seed=7, progress=False, resample_eval_support=resample,
-                        eval_tasks=cld.test_tasks[:2])
+    model.fit(cld, steps=3, eval_every=1, eval_seed=7, progress=False, resample_eval_support=resample,
+              eval_tasks=cld.test_tasks[:2])
+    history = model.history
     evaluations = [h for h in history if "eval_roc_auc" in h]
     assert [h["eval_seed"] for h in evaluations] == ([7, 8, 9] if resample else [7, 7, 7])
     supports = {tuple(evaluation_episode(cld, cld.test_tasks[0], 5, h["eval_seed"]).support) for h in evaluations}
