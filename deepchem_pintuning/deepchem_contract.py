@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import deepchem as dc
 import numpy as np
@@ -53,13 +53,20 @@ def split_torchmodel_kwargs(kwargs: Dict) -> Tuple[Dict, Dict]:
     return base, settings
 
 
-def as_fewshot(dataset, n_tasks: int, test_task_ids: Sequence[int]) -> FewShotDataset:
-    """``dataset`` as a :class:`FewShotDataset` with the model's property split (see the module docstring)."""
+def as_fewshot(dataset, n_tasks: int, test_task_ids: Sequence[int],
+               known_tasks: Optional[Sequence[str]] = None) -> FewShotDataset:
+    """``dataset`` as a :class:`FewShotDataset` with the model's property split (see the module docstring).
+
+    A dataset without task names (``NumpyDataset``: 0, 1, ...) is taken to have the model's
+    properties, ``known_tasks``, in column order.
+    """
     if isinstance(dataset, FewShotDataset):
         return dataset
     if not isinstance(dataset, dc.data.Dataset):
         raise TypeError(f"expected a FewShotDataset or a deepchem Dataset, got {type(dataset).__name__}")
     tasks = [str(t) for t in dataset.get_task_names()]
+    if known_tasks is not None and tasks == [str(i) for i in range(len(tasks))]:
+        tasks = list(known_tasks)
     if len(tasks) != n_tasks:
         raise ValueError(f"the dataset has {len(tasks)} tasks but the model was built for {n_tasks} properties")
     first = dataset.X[0] if len(dataset) else None

@@ -125,11 +125,16 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
         self.episodes_per_pass: Optional[int] = None if self.device.type == "cuda" else 1
         self.eval_chunks_per_pass: int = 16 if self.device.type == "cuda" else 1
         self.workers: int = 1
+        # what the model was meta-trained on (dataset name, property names in column order, test
+        # properties): saved with it, and checked against every dataset it is fitted or evaluated on
+        self.card: Dict = {}
 
     @classmethod
     def for_dataset(cls, data: FewShotDataset, **kwargs) -> "PinTuningModel":
         """A model sized for ``data``'s properties, its meta-test properties zeroed."""
-        return cls(n_tasks=len(data.tasks), test_task_ids=[data.task_index(t) for t in data.test_tasks], **kwargs)
+        model = cls(n_tasks=len(data.tasks), test_task_ids=[data.task_index(t) for t in data.test_tasks], **kwargs)
+        model.card = {"dataset": data.name, "tasks": list(data.tasks), "test_tasks": list(data.test_tasks)}
+        return model
 
     # ------------------------------------------------------------------ Emb-BWC
     def _set_regularizer(self, fisher) -> None:
@@ -154,6 +159,12 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
 
     # ------------------------------------------------------------------ data helpers
     def _check_featurization(self, data: FewShotDataset) -> None:
+        """Refuse data whose properties or featurization differ from the model's."""
+        tasks = self.card.get("tasks")
+        if tasks is not None and list(data.tasks) != tasks:
+            differing = [f"{a!r} != {b!r}" for a, b in zip(data.tasks, tasks) if a != b][:3]
+            raise ValueError(f"{data.name} has other properties than the model's {self.card.get('dataset')} "
+                             f"({len(data.tasks)} vs {len(tasks)} columns; e.g. {differing or 'column count'})")
         if data.kekulized != self.config.kekulize:
             raise ValueError(f"{data.name} was featurized with kekulize={data.kekulized} but the model's settings say "
                              f"kekulize={self.config.kekulize}: load it with load_fewshot(name, featurizer="
@@ -241,7 +252,7 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
         if variables is not None or loss is not None:
             raise ValueError("PinTuningModel tunes its own parameters with its meta-loss: variables and loss must "
                              "not be given")
-        data = as_fewshot(dataset, self.n_tasks, self.test_task_ids)
+        data = as_fewshot(dataset, self.n_tasks, self.test_task_ids, self.card.get("tasks"))
         config = self.config
         if nb_epoch is not None and steps is not None:
             raise ValueError("give nb_epoch or steps, not both")
@@ -314,7 +325,8 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
         if list(transformers):
             raise ValueError("few-shot labels are 0/1 activities: transformers are not applied, pass none")
         metrics = [metrics] if isinstance(metrics, dc.metrics.Metric) else list(metrics)
-        result = self.evaluate_fewshot(as_fewshot(dataset, self.n_tasks, self.test_task_ids), metrics=metrics)
+        data = as_fewshot(dataset, self.n_tasks, self.test_task_ids, self.card.get("tasks"))
+        result = self.evaluate_fewshot(data, metrics=metrics)
         scores = {m.name: result[m.name] for m in metrics}
         if not per_task_metrics:
             return scores

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 
@@ -32,6 +32,18 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def package_versions() -> Dict[str, str]:
+    """Versions of the packages a saved model depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+    found = {}
+    for package in ("deepchem-pintuning", "deepchem", "torch", "torch-geometric", "rdkit"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
 class SavedModel:
     """``save_checkpoint`` / ``load`` / ``restore`` of :class:`~deepchem_pintuning.model.PinTuningModel`.
 
@@ -40,9 +52,15 @@ class SavedModel:
     """
 
     def save_checkpoint(self, max_checkpoints_to_keep: int = 5, model_dir: Optional[str] = None) -> None:
-        """Save the weights (DeepChem checkpoint) and the settings needed by :meth:`load`."""
+        """Save the weights (DeepChem checkpoint) and the settings needed by :meth:`load`, with a model card:
+        the dataset and its property names and split, the package versions, the training steps and the
+        last evaluation."""
         super().save_checkpoint(max_checkpoints_to_keep, model_dir)
-        settings = {"n_tasks": self.n_tasks, "test_task_ids": self.test_task_ids, "config": self.config.to_dict()}
+        evaluations = [h for h in self.history if "eval_roc_auc" in h]
+        settings = {"n_tasks": self.n_tasks, "test_task_ids": self.test_task_ids, "config": self.config.to_dict(),
+                    "card": {**self.card, "outer_steps": self._global_step, "versions": package_versions(),
+                             "last_evaluation": {k: v for k, v in evaluations[-1].items() if k != "eval_per_task"}
+                             if evaluations else None}}
         Path(model_dir or self.model_dir, CONFIG_FILE).write_text(json.dumps(settings, indent=1))
 
     @classmethod
@@ -67,6 +85,7 @@ class SavedModel:
                               config.encoder_dropout)
         model = cls(n_tasks, test_task_ids, config=config, model_dir=model_dir, device=device,
                     prebuilt_encoder=empty)
+        model.card = {k: v for k, v in settings.get("card", {}).items() if k in ("dataset", "tasks", "test_tasks")}
         model.restore()
         return model
 

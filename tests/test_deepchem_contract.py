@@ -1,4 +1,6 @@
 """PinTuningModel through DeepChem's stock idioms: fit(nb_epoch), plain datasets, evaluate, dc.hyper, callbacks."""
+import json
+
 import deepchem as dc
 import numpy as np
 import pandas as pd
@@ -76,3 +78,15 @@ def test_validation_callback_evaluates_during_fit(cld, tmp_path):
                                                 output_file=handle)
         model.fit(cld, steps=4, progress=False, callbacks=[callback])
     assert log.read_text().count("roc_auc_score") == 2          # steps 2 and 4
+
+
+def test_saved_model_card_and_refusal_of_other_properties(cld, tox21, tmp_path):
+    model = PinTuningModel.for_dataset(cld, seed=0, model_dir=str(tmp_path), **TINY)
+    model.fit(cld, steps=1, eval_every=1, progress=False, eval_tasks=cld.test_tasks[:1])
+    card = json.loads((tmp_path / "pintuning_config.json").read_text())["card"]
+    assert card["dataset"] == "toxcast-CLD" and card["tasks"] == cld.tasks and card["test_tasks"] == cld.test_tasks
+    assert card["outer_steps"] == 1 and card["versions"]["torch"] and "eval_roc_auc" in card["last_evaluation"]
+    loaded = PinTuningModel.load(str(tmp_path))
+    assert loaded.card["tasks"] == cld.tasks
+    with pytest.raises(ValueError, match="other properties than the model's toxcast-CLD"):
+        loaded.evaluate_fewshot(tox21)
