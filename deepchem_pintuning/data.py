@@ -24,7 +24,6 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import deepchem as dc
 import numpy as np
 import pandas as pd
-from deepchem.molnet.load_function.molnet_loader import _MolnetLoader
 from rdkit import rdBase
 
 from deepchem_pintuning.featurized_cache import load_featurized, save_featurized
@@ -166,17 +165,10 @@ class FewShotDataset:
         return pd.DataFrame(rows)
 
 
-class _GSMetaToxCastLoader(_MolnetLoader):
-    """MoleculeNet-style loader for one GS-Meta ToxCast assay-provider file."""
-
-    def __init__(self, group: str, *args, **kwargs):
-        self.group = group
-        super().__init__(*args, **kwargs)
-
-    def create_dataset(self) -> dc.data.Dataset:
-        path = os.path.join(self.data_dir, f"toxcast-{self.group}.csv.gz")
-        loader = dc.data.CSVLoader(tasks=self.tasks, feature_field="smiles", featurizer=self.featurizer)
-        return loader.create_dataset(path, shard_size=8192)
+def _featurize_toxcast_group(raw_file: Path, tasks: List[str], featurizer, scratch: str) -> dc.data.Dataset:
+    """One GS-Meta ToxCast assay-provider file, featurized with DeepChem's CSV loader into ``scratch``."""
+    loader = dc.data.CSVLoader(tasks=tasks, feature_field="smiles", featurizer=featurizer)
+    return loader.create_dataset(str(raw_file), data_dir=scratch, shard_size=8192)
 
 
 @contextlib.contextmanager
@@ -204,8 +196,7 @@ def _raw_smiles(path: Path) -> List[str]:
     return pd.read_csv(path, usecols=["smiles"])["smiles"].astype(str).tolist()
 
 
-def _find_skipped(raw: Sequence[str], kept: Sequence[str],
-                  featurizer: PretrainGNNFeaturizer) -> List[Tuple[str, str]]:
+def _find_skipped(raw: Sequence[str], kept: Sequence[str], featurizer) -> List[Tuple[str, str]]:
     """Molecules of the raw file missing from the featurized dataset, with the reason."""
     remaining: Dict[str, int] = {}
     for smiles in kept:
@@ -215,14 +206,15 @@ def _find_skipped(raw: Sequence[str], kept: Sequence[str],
         if remaining.get(smiles, 0) > 0:
             remaining[smiles] -= 1
         else:
-            skipped.append((smiles, featurizer.explain_failure(smiles) or "dropped by the loader"))
+            reason = featurizer.explain_failure(smiles) if hasattr(featurizer, "explain_failure") else None
+            skipped.append((smiles, reason or "dropped by the loader"))
     return skipped
 
 
 def load_fewshot(name: str,
                  data_dir: Optional[str] = None,
                  save_dir: Optional[str] = None,
-                 featurizer: Optional[PretrainGNNFeaturizer] = None,
+                 featurizer: Optional[dc.feat.Featurizer] = None,
                  reload: bool = True) -> FewShotDataset:
     """Load a few-shot molecular property benchmark.
 
@@ -240,8 +232,11 @@ def load_fewshot(name: str,
         content and featurizer gets its own file (``<name>-<sha256 prefix>-<featurizer>.npz``), so a
         changed file is featurized anew. The cache holds plain arrays and is read without
         unpickling (:mod:`deepchem_pintuning.featurized_cache`).
-    featurizer: PretrainGNNFeaturizer, optional
-        Defaults to ``PretrainGNNFeaturizer()``.
+    featurizer: deepchem Featurizer, optional
+        Defaults to ``PretrainGNNFeaturizer()`` (what Pin-Tuning needs). Any DeepChem featurizer
+        whose features are numeric arrays (fingerprints, descriptors) also works, e.g. for
+        baselines; graph featurizers other than PretrainGNNFeaturizer are refused (their objects
+        could only be cached by pickling).
     reload: bool, default True
         Reuse a cached featurization when one exists.
 
@@ -264,7 +259,6 @@ def load_fewshot(name: str,
     split = task_splits()[name]
 
     if name.startswith("toxcast-"):
-        group = name.split("-", 1)[1]
         folder = Path(data_dir) if data_dir else project_data_dir() / "fewshot_gsmeta" / name
         raw_file = folder / f"{name}.csv.gz"
     else:
@@ -283,8 +277,7 @@ def load_fewshot(name: str,
         with _quiet_featurization(), tempfile.TemporaryDirectory() as scratch:
             if name.startswith("toxcast-"):
                 tasks = list(pd.read_csv(raw_file, nrows=0).columns[1:])
-                loader = _GSMetaToxCastLoader(group, featurizer, None, [], tasks, str(folder), scratch)
-                featurized = loader.load_dataset(name, False)[1][0]
+                featurized = _featurize_toxcast_group(raw_file, tasks, featurizer, scratch)
             else:
                 tasks, (featurized,), _ = _MOLNET_LOADERS[name](
                     featurizer=featurizer, splitter=None, transformers=[], reload=False,
@@ -301,4 +294,33 @@ def load_fewshot(name: str,
     if missing:
         raise ValueError(f"{raw_file} lacks the properties {missing} of the published {name} split")
     return FewShotDataset(name=name, dataset=dataset, tasks=tasks, train_tasks=list(split["train"]),
-                          test_tasks=list(split["test"]), skipped=skipped, kekulized=featurizer.kekulize)
+                          test_tasks=list(split["test"]), skipped=skipped,
+                          kekulized=bool(getattr(featurizer, "kekulize", False)))
+
+
+def load_fewshot_molnet(name: str, featurizer: Optional[dc.feat.Featurizer] = None, data_dir: Optional[str] = None,
+                        save_dir: Optional[str] = None, reload: bool = True) -> Tuple[List[str], Tuple, List]:
+    """MoleculeNet-style entry: ``(tasks, (train_dataset, test_dataset), transformers)``.
+
+    The "split" of a few-shot benchmark is a split of its *properties*: ``train_dataset`` holds
+    every molecule with the labels of the meta-training properties, ``test_dataset`` the same
+    molecules with the labels of the meta-test properties; no transformers. Arguments as for
+    :func:`load_fewshot`, whose :class:`FewShotDataset` view is the one Pin-Tuning trains on.
+
+    Examples
+    --------
+    >>> tasks, (train, test), transformers = load_fewshot_molnet("toxcast-CLD")
+    >>> len(tasks), train.y.shape, test.y.shape, transformers
+    (19, (302, 14), (302, 5), [])
+    >>> str(test.get_task_names()[0])
+    'CLD_CYP1A2_48hr'
+    """
+    data = load_fewshot(name, data_dir=data_dir, save_dir=save_dir, featurizer=featurizer, reload=reload)
+
+    def columns(tasks: List[str]) -> dc.data.Dataset:
+        index = [data.task_index(t) for t in tasks]
+        y, w = np.asarray(data.dataset.y)[:, index], np.asarray(data.dataset.w)[:, index]
+        return dc.data.DiskDataset.from_numpy(data.dataset.X, y, w, data.dataset.ids, tasks=tasks,
+                                              data_dir=tempfile.mkdtemp(prefix=f"{name}-"))
+
+    return list(data.tasks), (columns(data.train_tasks), columns(data.test_tasks)), []

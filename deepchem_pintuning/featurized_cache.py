@@ -39,18 +39,30 @@ def save_featurized(path: Path, dataset: dc.data.Dataset, tasks: List[str]) -> N
     >>> tasks, loaded.X[1].edge_index.shape, loaded.ids.tolist()
     (['active'], (2, 12), ['CCO', 'c1ccccc1'])
     """
-    graphs = list(dataset.X)
+    X = np.asarray(dataset.X)
+    common = {"y": np.asarray(dataset.y, dtype=np.float64).reshape(len(X), -1),
+              "w": np.asarray(dataset.w, dtype=np.float64).reshape(len(X), -1),
+              "ids": np.asarray([str(i) for i in dataset.ids], dtype=str), "tasks": np.asarray(tasks, dtype=str)}
+    if X.dtype != object:                     # fingerprints, descriptors: stored as they are
+        _write(path, {"X": X, **common})
+        return
+    graphs = list(X)
+    if not all(hasattr(g, "node_features") and np.asarray(g.node_features).shape[1:] == (2,) for g in graphs):
+        kind = type(graphs[0]).__name__ if graphs else "no"
+        raise ValueError(f"the featurizer produced {kind} objects, which cannot be cached without pickling: use "
+                         "PretrainGNNFeaturizer or a featurizer that returns numeric arrays")
     arrays = {
         "node_features": np.concatenate([g.node_features for g in graphs]).astype(np.int64),
         "node_offsets": np.cumsum([0] + [g.num_nodes for g in graphs]),
         "edge_index": np.concatenate([g.edge_index for g in graphs], axis=1).astype(np.int64),
         "edge_features": np.concatenate([g.edge_features for g in graphs]).astype(np.int64),
         "edge_offsets": np.cumsum([0] + [g.num_edges for g in graphs]),
-        "y": np.asarray(dataset.y, dtype=np.float64).reshape(len(graphs), -1),
-        "w": np.asarray(dataset.w, dtype=np.float64).reshape(len(graphs), -1),
-        "ids": np.asarray([str(i) for i in dataset.ids], dtype=str),
-        "tasks": np.asarray(tasks, dtype=str),
+        **common,
     }
+    _write(path, arrays)
+
+
+def _write(path: Path, arrays) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, scratch = tempfile.mkstemp(dir=path.parent, suffix=".npz.partial")
     try:
@@ -68,10 +80,14 @@ def load_featurized(path: Path) -> Optional[Tuple[dc.data.NumpyDataset, List[str
         return None
     try:
         with np.load(path, allow_pickle=False) as stored:
-            arrays = {name: stored[name] for name in _ARRAYS}
+            names = _ARRAYS if "X" not in stored.files else ("X", "y", "w", "ids", "tasks")
+            arrays = {name: stored[name] for name in names}
     except (ValueError, OSError, KeyError, EOFError) as error:   # not ours, truncated, or holding pickles
         logger.warning("ignoring the unreadable featurization cache %s (%s); featurizing again", path, error)
         return None
+    if "X" in arrays:
+        return dc.data.NumpyDataset(arrays["X"], arrays["y"], arrays["w"], ids=arrays["ids"].astype(object)), \
+            arrays["tasks"].tolist()
     nodes, edges = arrays["node_offsets"], arrays["edge_offsets"]
     graphs = [GraphData(node_features=arrays["node_features"][nodes[i]:nodes[i + 1]],
                         edge_index=arrays["edge_index"][:, edges[i]:edges[i + 1]],

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepchem_pintuning.data import (DATASETS, TOXCAST_GROUPS, DataFileNotFoundError, load_fewshot,
+from deepchem_pintuning.data import (DATASETS, TOXCAST_GROUPS, DataFileNotFoundError, load_fewshot, load_fewshot_molnet,
                                      project_data_dir, task_splits)
 
 # Published split sizes (PAR / GS-Meta / Pin-Tuning): (n_train, n_test)
@@ -130,3 +130,25 @@ def test_cache_follows_the_raw_file_content(tmp_path):
         with gzip.open(tmp_path / folder / "tox21.csv.gz", "wt") as handle:
             raw.head(rows).to_csv(handle, index=False)
         assert len(load_fewshot("tox21", data_dir=str(tmp_path / folder), save_dir=cache)) == rows
+
+
+def test_other_deepchem_featurizers_are_accepted_or_refused_in_one_line(tmp_path):
+    import deepchem as dc
+    cache = str(tmp_path / "cache")
+    fingerprints = load_fewshot("toxcast-CLD", featurizer=dc.feat.CircularFingerprint(size=256), save_dir=cache)
+    again = load_fewshot("toxcast-CLD", featurizer=dc.feat.CircularFingerprint(size=256), save_dir=cache)
+    assert np.asarray(fingerprints.dataset.X).shape[1] == 256 and fingerprints.test_tasks == again.test_tasks
+    assert np.array_equal(np.asarray(fingerprints.dataset.X), np.asarray(again.dataset.X))
+    assert len(list((tmp_path / "cache").glob("*CircularFingerprint*.npz"))) == 1
+    with pytest.raises(ValueError, match="cannot be cached without pickling"):
+        load_fewshot("toxcast-CLD", featurizer=dc.feat.MolGraphConvFeaturizer(), save_dir=cache)
+
+
+def test_molnet_style_entry_splits_the_properties():
+    tasks, (train, test), transformers = load_fewshot_molnet("toxcast-CLD")
+    data = load_fewshot("toxcast-CLD")
+    assert tasks == data.tasks and transformers == []
+    assert list(train.get_task_names()) == data.train_tasks and list(test.get_task_names()) == data.test_tasks
+    column = data.task_index(data.test_tasks[0])
+    assert np.array_equal(np.asarray(test.y)[:, 0], np.asarray(data.dataset.y)[:, column])
+    assert len(train) == len(test) == len(data)
