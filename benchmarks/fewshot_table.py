@@ -68,39 +68,54 @@ def support_digest(data, shots: int, eval_seed: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def run_cell(dataset: str, shots: int, method: str, seed: int, args) -> dict:
-    """One cell: every protocol's numbers for one method, dataset, shot count and seed."""
-    import torch
-    torch.set_num_threads(args.threads)
-    from deepchem_pintuning.baselines import evaluate_baseline
-    from deepchem_pintuning.data import load_fewshot
+def pintuning_cell(data, dataset: str, shots: int, seed: int, args, device, seeds: list, tag: str = "",
+                   deployment: bool = True, **overrides) -> dict:
+    """Meta-train Pin-Tuning (resumable) and score it under the published, honest and deployment protocols."""
     from deepchem_pintuning.model import PinTuningModel, best_of_evaluations
     from deepchem_pintuning.pintuning import published_hyperparameters
 
+    settings = {**published_hyperparameters(dataset, shots), **({"encoder_path": args.encoder_path}
+                                                               if args.encoder_path else {}), **overrides}
+    folder = Path(args.checkpoint_dir) / f"{dataset}-{shots}shot-{args.encoder}{tag}-{args.steps}steps-seed{seed}"
+    eval_every = max(1, args.steps // args.evaluations)
+    run = run_pintuning(data, seed, args.steps, eval_every, "paper", args.encoder, workers=args.workers,
+                        checkpoint_dir=folder, resample_eval_support=True, device=device, **settings)
+    model = PinTuningModel.load(str(folder), device=device)
+    model.workers = args.workers
+    cell = {"published": best_of_evaluations(run["evaluations"])["eval_roc_auc"],
+            "evaluations": [{"step": e["step"], "eval_seed": e.get("eval_seed"), "roc_auc": e["eval_roc_auc"]}
+                            for e in run["evaluations"]],
+            "honest": [model.evaluate_fewshot(data, seed=e)["roc_auc"] for e in seeds],
+            "steps": args.steps, "encoder": args.encoder, "settings": overrides,
+            "seconds_per_outer_step": run["seconds_per_outer_step"], "training_seconds": run["wall_seconds"]}
+    if deployment:
+        cell["deployment"] = [model.evaluate_fewshot(data, seed=e, protocol="deployment")["roc_auc"] for e in seeds]
+    return cell
+
+
+def cell_device(args):
+    """The device of a cell (a GPU when there is one, unless ``--cpu``) and its description."""
+    import torch
+    torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"CPU ({platform.machine()}, {args.threads} thread(s))"
+    return device, name
+
+
+def run_cell(dataset: str, shots: int, method: str, seed: int, args) -> dict:
+    """One cell: every protocol's numbers for one method, dataset, shot count and seed."""
+    from deepchem_pintuning.baselines import evaluate_baseline
+    from deepchem_pintuning.data import load_fewshot
+
+    device, device_name = cell_device(args)
     data = load_fewshot(dataset, data_dir=args.data_dir if dataset == "pcba" else None)
     seeds = eval_seeds(seed, args.draws)
     start = time.perf_counter()
     cell = {"dataset": dataset, "shots": shots, "method": method, "seed": seed, "eval_seeds": seeds,
-            "supports": [support_digest(data, shots, e) for e in seeds],
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-            f"CPU ({platform.machine()}, {args.threads} thread(s))"}
+            "supports": [support_digest(data, shots, e) for e in seeds], "device": device_name}
     if method == "pintuning":
-        settings = {**published_hyperparameters(dataset, shots), **({"encoder_path": args.encoder_path}
-                                                                   if args.encoder_path else {})}
-        folder = Path(args.checkpoint_dir) / f"{dataset}-{shots}shot-{args.encoder}-{args.steps}steps-seed{seed}"
-        eval_every = max(1, args.steps // args.evaluations)
-        run = run_pintuning(data, seed, args.steps, eval_every, "paper", args.encoder, workers=args.workers,
-                            checkpoint_dir=folder, resample_eval_support=True, device=device, **settings)
-        model = PinTuningModel.load(str(folder), device=device)
-        model.workers = args.workers
-        cell["published"] = best_of_evaluations(run["evaluations"])["eval_roc_auc"]
-        cell["evaluations"] = [{"step": e["step"], "eval_seed": e.get("eval_seed"), "roc_auc": e["eval_roc_auc"]}
-                               for e in run["evaluations"]]
-        cell["honest"] = [model.evaluate_fewshot(data, seed=e)["roc_auc"] for e in seeds]
-        cell["deployment"] = [model.evaluate_fewshot(data, seed=e, protocol="deployment")["roc_auc"] for e in seeds]
-        cell.update(steps=args.steps, encoder=args.encoder,
-                    seconds_per_outer_step=run["seconds_per_outer_step"], training_seconds=run["wall_seconds"])
+        cell.update(pintuning_cell(data, dataset, shots, seed, args, device, seeds))
     else:
         cell["honest"] = [evaluate_baseline(method, data, n_shot=shots, seed=seed, eval_seed=e,
                                             encoder=args.encoder)["roc_auc"] for e in seeds]

@@ -157,6 +157,7 @@ def batched_forward(model: PinTuning, stacked: Dict[str, torch.Tensor], batch: E
     nodes = context_forward(model.context, params, "context.", prop_x, frozen, batch.labels, state)
     prop_context, mol_context = nodes[:, :1], nodes[:, n_props:]
     adapted = torch.cat([encode(model.encoder, params, "encoder.", graphs, state,
+                                None if model.adapters is None else
                                 adapter_hook(model.adapters, params, "adapters.", graphs, mol_context[:, part],
                                              prop_context))
                          for part, graphs in parts], dim=1)

@@ -174,8 +174,8 @@ def _score_chunk(model: PinTuning, adapted: AdaptedSupport, params: ParamView, s
     first_scores = _first_layer_scores(model, params, support_scores, adapted.frozen, frozen)
     nodes = context_forward(model.context, params, "context.", prop_x, mol_x, labels, None, first_scores)
     prop_context, mol_context = nodes[:, 0], nodes[:, n_props + n_support]                     # [B, d] each
-    hook = adapter_hook(model.adapters, params, "adapters.", chunk, mol_context.unsqueeze(0),
-                        prop_context.unsqueeze(0))
+    hook = None if model.adapters is None else adapter_hook(model.adapters, params, "adapters.", chunk,
+                                                            mol_context.unsqueeze(0), prop_context.unsqueeze(0))
     vectors = encode(model.encoder, params, "encoder.", chunk, None, hook)[0]                   # [B, d]
     features = torch.cat([frozen, mol_context, prop_context, vectors], dim=-1).unsqueeze(0)
     return torch.sigmoid(classify(model, params, features, None)).view(-1).cpu().numpy()

@@ -51,6 +51,7 @@ class PinTuningConfig:
     frozen_encoder_train_mode: bool = False  # official: the frozen copy runs in train mode
     separate_bn_batches: bool = False        # official: encoders and classifier see support and query as two batches
     # MP-Adapters
+    adapters: bool = True                    # False: no MP-Adapters (ablation "w/o adapter")
     adapter_dim: int = 50
     context_layers: str = "all"              # official: "first"
     context_projection: str = "dense"        # official: "separate"
@@ -184,7 +185,8 @@ class PinTuning(nn.Module):
         for name, parameter in self.encoder.named_parameters():
             parameter.requires_grad_(name in tables and config.emb_bwc != "frozen")
         self.adapters = MPAdapterStack(config.num_layer, d, config.adapter_dim, config.context_layers,
-                                       config.context_projection, config.adapter_layer_norm)
+                                       config.context_projection, config.adapter_layer_norm) \
+            if config.adapters else None
         self.property_embedding = nn.Embedding(n_properties, d)
         nn.init.normal_(self.property_embedding.weight)
         with torch.no_grad():
@@ -230,8 +232,9 @@ class PinTuning(nn.Module):
         nodes = self.context(self.property_embedding(inputs.property_ids), frozen, inputs.label_edges)
         prop_context, mol_context = nodes[0], nodes[n_props:]
         adapted = torch.cat([
-            self.encoder.embed(graphs, self.adapters.hook(mol_context[part][graphs.batch],
-                                                          prop_context.expand(graphs.x.size(0), -1)))
+            self.encoder.embed(graphs, None if self.adapters is None else
+                               self.adapters.hook(mol_context[part][graphs.batch],
+                                                  prop_context.expand(graphs.x.size(0), -1)))
             for part, graphs in parts])
         features = torch.cat([frozen, mol_context, prop_context.expand_as(frozen), adapted], dim=1)
         episode_vector = prop_context + torch.sigmoid(mol_context[:inputs.n_support].mean(0))
@@ -251,7 +254,7 @@ class PinTuning(nn.Module):
             "frozen_encoder": count(self.frozen_encoder),
             "encoder_embedding_tables": sum(p.numel() for p in self.encoder.embedding_tables().values()),
             "encoder_frozen_part": count(self.encoder, trainable=False),
-            "adapters": count(self.adapters),
+            "adapters": count(self.adapters) if self.adapters is not None else 0,
             "context_encoder": count(self.context),
             "property_embedding": count(self.property_embedding),
             "classifier": count(self.classifier),

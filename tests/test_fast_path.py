@@ -88,6 +88,21 @@ def test_fast_step_equals_reference_in_float64(cld, float64, protocol, encoder, 
         assert torch.allclose(a.double(), b.double(), rtol=1e-10, atol=1e-12), name
 
 
+@pytest.mark.parametrize("ablation", [{"adapters": False}, {"context_layers": "none"}, {"adapter_layer_norm": False},
+                                      {"emb_bwc": "none"}, {"emb_bwc": "frozen"}])
+def test_ablation_variants_keep_both_paths_equal(cld, float64, ablation):
+    """The switches of the paper's ablation tables (benchmarks/ablations.py) in both paths alike."""
+    (reference, parts), (fast, fast_parts) = _reference_and_fast(cld, "paper", "gcn_scratch", True, 6, **ablation)
+    assert fast_parts["loss"] == pytest.approx(parts["loss"], rel=1e-12)
+    ref_grads, fast_grads = _gradients(reference), _gradients(fast)
+    assert ref_grads.keys() == fast_grads.keys()
+    scale = max(float(g.abs().max()) for g in ref_grads.values() if g is not None)
+    assert all(g is None and fast_grads[n] is None or torch.allclose(fast_grads[n], g, rtol=1e-9, atol=1e-12 * scale)
+               for n, g in ref_grads.items())
+    if ablation == {"adapters": False}:
+        assert reference.adapters is None and reference.parameter_summary()["adapters"] == 0
+
+
 def test_hidden_query_auxiliary_labels_change_the_step_alike(cld, float64):
     """Training for deployment (PinTuningConfig.hide_query_aux): both paths drop the same label edges."""
     (reference, parts), (fast, fast_parts) = _reference_and_fast(cld, "paper", "gcn_scratch", True, 3, hidden=(1, 4))
