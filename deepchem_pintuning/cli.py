@@ -83,13 +83,14 @@ def _train(args: argparse.Namespace) -> None:
         raise UserInputError(f"--model-dir {args.model_dir} is a file, not a folder")
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = _device(args.device)
     data = _load_dataset(args)
     settings = published_hyperparameters(args.dataset, args.shots)
     settings.update({k: v for k, v in (("inner_lr", args.inner_lr), ("meta_lr", args.meta_lr),
                                        ("emb_bwc_weight", args.emb_bwc_weight)) if v is not None})
     model = PinTuningModel.for_dataset(data, protocol=args.protocol, encoder=args.encoder,
                                        encoder_path=args.encoder_path, model_dir=args.model_dir,
-                                       seed=args.seed, **settings)
+                                       seed=args.seed, device=device, **settings)
     model.workers = args.workers
     summary = model.parameter_summary()
     print(f"Pin-Tuning on {data.name} ({args.shots}-shot, protocol {args.protocol}, encoder {args.encoder}): "
@@ -98,7 +99,7 @@ def _train(args: argparse.Namespace) -> None:
     losses = [h["loss"] for h in model.history if "loss" in h]
     if losses:
         print(f"meta-training loss: first step {losses[0]:.4f}, last step {losses[-1]:.4f}")
-    scores = model.evaluate_fewshot(data, seed=args.seed)
+    scores = model.evaluate_fewshot(data, seed=args.seed, progress=True)
     for task, task_scores in scores["per_task"].items():
         print(f"  {task:<32} ROC-AUC {task_scores['roc_auc']:.4f}  PR-AUC {task_scores['pr_auc']:.4f}")
     print(f"mean over {len(scores['per_task'])} meta-test properties: ROC-AUC {scores['roc_auc']:.4f}  "
@@ -279,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--emb-bwc-weight", type=float, default=None, help="default: the published setting")
     train.add_argument("--model-dir", default=None)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     _add_cpu_options(train, "whole episodes of an outer step and evaluation chunks")
     train.set_defaults(run=_train)
 

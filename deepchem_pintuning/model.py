@@ -352,7 +352,7 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
     # ------------------------------------------------------------------ prediction
     def evaluate_fewshot(self, data: FewShotDataset, seed: int = 0, tasks: Optional[Sequence[str]] = None,
                          metrics: Sequence[dc.metrics.Metric] = DEFAULT_METRICS, fast: bool = True,
-                         protocol: str = "paper") -> Dict:
+                         protocol: str = "paper", progress: bool = False) -> Dict:
         """Score the fixed evaluation episodes of ``seed`` (default: the meta-test properties).
 
         Parameters
@@ -366,6 +366,8 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
             (:mod:`deepchem_pintuning.inductive`).
         fast: bool, default True
             ``False`` scores the paper protocol with the per-chunk reference implementation.
+        progress: bool, default False
+            A progress bar over the properties.
 
         Returns the unweighted mean over properties of each metric, plus ``per_task`` scores.
         """
@@ -375,7 +377,8 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
         self._check_featurization(data)
         frozen = self._frozen(data)
         per_task: Dict[str, Dict[str, float]] = {}
-        for episode in evaluation_episodes(data, self.config.n_shot, seed, tasks, self.config.shuffle_aux):
+        episodes = evaluation_episodes(data, self.config.n_shot, seed, tasks, self.config.shuffle_aux)
+        for episode in tqdm(episodes, desc=f"evaluating ({protocol} protocol)", unit="property", disable=not progress):
             if protocol == "paper" and self.config.eval_query_order == "class_sorted":
                 episode = class_sorted(episode)
             if protocol == "deployment":

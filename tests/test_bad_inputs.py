@@ -224,10 +224,11 @@ def test_bad_dataset_file(tmp_path, capsys, command, case):
 
 
 @pytest.mark.parametrize("argv,pattern", [
+    (["train", "--dataset", "toxcast-CLD", "--steps", "1", "--device", "gpu0"], r"--device 'gpu0' is not a torch device"),
     (["summary", "--dataset", "toxcast-CLD", "--shots", "0"], r"--shots must be at least 1, got 0"),
     (["summary", "--dataset", "toxcast-CLD", "--episodes", "-1"], r"--episodes must be at least 1, got -1"),
 ])
-def test_bad_summary_arguments(capsys, argv, pattern):
+def test_bad_summary_and_train_arguments(capsys, argv, pattern):
     _one_line_error(capsys, main(argv), pattern)
 
 
