@@ -4,6 +4,8 @@
   their split and label counts, molecules skipped at featurization, sampled episodes).
 * ``pintuning train --dataset tox21 --steps 20 --model-dir runs/tox21``: meta-train Pin-Tuning and
   print the ROC-AUC on the meta-test properties.
+* ``pintuning plot --model-dir runs/tox21 --out-dir plots``: learning curve and per-property ROC /
+  precision-recall curves of a saved model.
 * ``pintuning predict --model-dir runs/tox21 --support assay.csv --library library.csv --out scores.csv``:
   score a library (CSV or SDF) for a new assay from its labelled support set, streamed, each
   molecule on its own context graph (:mod:`deepchem_pintuning.inductive`).
@@ -201,6 +203,39 @@ def _device(name: str):
     return device
 
 
+def _plot(args: argparse.Namespace) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import torch
+
+    from deepchem_pintuning.deepchem_contract import HISTORY_FILE
+    from deepchem_pintuning.model import PinTuningModel
+    from deepchem_pintuning.plotting import learning_curve, roc_pr_curves
+
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out-dir {args.out_dir} is a file, not a folder")
+    model = PinTuningModel.load(args.model_dir, device=_device(args.device))
+    dataset = args.dataset or model.card.get("dataset")
+    if dataset not in DATASETS:
+        raise UserInputError(f"{args.model_dir} does not say which dataset it was trained on: pass --dataset")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model.workers = args.workers
+    args.dataset = dataset
+    data = _load_dataset(args)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    history = Path(args.model_dir, HISTORY_FILE)
+    if history.exists():
+        learning_curve(history, title=f"{dataset}, {model.config.n_shot}-shot").savefig(out / "learning_curve.png")
+        written.append("learning_curve.png")
+    result = model.evaluate_fewshot(data, seed=args.seed, return_scores=True, progress=True)
+    roc_pr_curves(result, title=f"{dataset} meta-test properties").savefig(out / "roc_pr.png")
+    written.append("roc_pr.png")
+    print(f"mean ROC-AUC {result['roc_auc']:.4f}; wrote {', '.join(written)} to {out}")
+
+
 def _pretrain(args: argparse.Namespace) -> None:
     import torch
     from deepchem_pintuning.pretrain import PretrainConfig, pretrain
@@ -283,6 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     _add_cpu_options(train, "whole episodes of an outer step and evaluation chunks")
     train.set_defaults(run=_train)
+
+    plot = commands.add_parser("plot", help="learning curve and per-property ROC / precision-recall curves of a "
+                                             "saved model")
+    plot.add_argument("--model-dir", required=True)
+    plot.add_argument("--out-dir", required=True, help="folder for learning_curve.png and roc_pr.png")
+    plot.add_argument("--dataset", default=None, choices=DATASETS, help="default: the dataset the model was trained on")
+    plot.add_argument("--data-dir", default=None)
+    plot.add_argument("--seed", type=int, default=0, help="evaluation seed (fixed supports)")
+    plot.add_argument("--device", default="cpu")
+    _add_cpu_options(plot, "evaluation chunks")
+    plot.set_defaults(run=_plot)
 
     predict = commands.add_parser(
         "predict", help="score a library for a new assay given its support set (each molecule scored on its own, "

@@ -352,7 +352,7 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
     # ------------------------------------------------------------------ prediction
     def evaluate_fewshot(self, data: FewShotDataset, seed: int = 0, tasks: Optional[Sequence[str]] = None,
                          metrics: Sequence[dc.metrics.Metric] = DEFAULT_METRICS, fast: bool = True,
-                         protocol: str = "paper", progress: bool = False) -> Dict:
+                         protocol: str = "paper", progress: bool = False, return_scores: bool = False) -> Dict:
         """Score the fixed evaluation episodes of ``seed`` (default: the meta-test properties).
 
         Parameters
@@ -368,6 +368,9 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
             ``False`` scores the paper protocol with the per-chunk reference implementation.
         progress: bool, default False
             A progress bar over the properties.
+        return_scores: bool, default False
+            Also keep every query molecule's label and score per property (``per_task[task]
+            ["labels"]``, ``["scores"]``), e.g. for :func:`deepchem_pintuning.plotting.roc_pr_curves`.
 
         Returns the unweighted mean over properties of each metric, plus ``per_task`` scores.
         """
@@ -394,6 +397,8 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
                 scores = predict_episode(self.model, data, episode, frozen, seed, self.device)
             per_task[episode.task] = {m.name: float(m.compute_metric(episode.query_labels, scores))
                                       for m in metrics}
+            if return_scores:
+                per_task[episode.task].update(labels=episode.query_labels.tolist(), scores=scores.tolist())
         result: Dict = {m.name: float(np.mean([s[m.name] for s in per_task.values()])) for m in metrics}
         result["per_task"] = per_task
         return result
