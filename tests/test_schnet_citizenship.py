@@ -1,0 +1,89 @@
+"""schnet_transfer used the way stock SchNetPack components are used (docs' calls as written)."""
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from schnetpack.data import ASEAtomsData, AtomsDataModule
+import schnetpack.transform as trn
+
+from schnet_transfer.normalizer import StandardizeProperty
+
+ZMAX = 100
+
+
+@pytest.fixture(scope="module")
+def energy_db(tmp_path_factory):
+    """30 random H/C/N/O molecules whose 'energy' is dominated by atom references (as U0)."""
+    rng = np.random.default_rng(0)
+    atomrefs = np.zeros(ZMAX)
+    atomrefs[[1, 6, 7, 8]] = [-13.6, -1029.8, -1485.3, -2042.6]
+    path = tmp_path_factory.mktemp("atomrefs") / "energy.db"
+    data = ASEAtomsData.create(str(path), distance_unit="Ang", property_unit_dict={"energy": "eV"},
+                               atomrefs={"energy": atomrefs.tolist()})
+    mols, props = [], []
+    for _ in range(30):
+        n = int(rng.integers(3, 12))
+        z = rng.choice([1, 6, 7, 8], size=n)
+        mols.append(Atoms(numbers=z, positions=rng.normal(scale=1.5, size=(n, 3))))
+        props.append({"energy": np.array([atomrefs[z].sum() - 0.4 * n + rng.normal(scale=0.3)])})
+    data.add_systems(props, mols)
+    return str(path)
+
+
+def _datamodule(db, tmp_path, transforms):
+    dm = AtomsDataModule(db, batch_size=8, num_train=20, num_val=5, num_test=5,
+                         transforms=transforms, split_file=str(tmp_path / "split.npz"),
+                         num_workers=0)
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
+def _train_labels(dm):
+    return torch.cat([batch["energy"] for batch in dm.train_dataloader()])
+
+
+def _round_trip(dm, postprocessors):
+    """Apply the model postprocessors to the normalized labels: physical values again?"""
+    for pp in postprocessors:
+        pp.datamodule(dm)
+    raw = ASEAtomsData(dm.datapath)
+    for batch in dm.train_dataloader():
+        out = dict(batch)
+        for pp in postprocessors:
+            out = pp(out)
+        physical = torch.tensor([float(raw[int(i)]["energy"][0]) for i in batch["_idx"]],
+                                dtype=torch.float64)
+        assert torch.allclose(out["energy"].double(), physical.double(), rtol=1e-6, atol=1e-4)  # float32 atomrefs (stock)
+
+
+@pytest.mark.parametrize("remove_mean", [True, False])
+def test_normalizer_after_stock_remove_offsets(energy_db, tmp_path, remove_mean):
+    """QM9-tutorial pipeline: RemoveOffsets(atom refs [+ mean]), then the normalizer."""
+    dm = _datamodule(energy_db, tmp_path, [
+        trn.RemoveOffsets("energy", remove_mean=remove_mean, remove_atomrefs=True),
+        StandardizeProperty("energy"),
+        trn.CastTo32(),
+    ])
+    z = _train_labels(dm).double()
+    assert float(z.mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(z.std(unbiased=False)) == pytest.approx(1.0, abs=1e-5)
+    _round_trip(dm, [trn.CastTo64(), StandardizeProperty("energy", inverse=True),
+                     trn.AddOffsets("energy", add_mean=remove_mean, add_atomrefs=True)])
+
+
+@pytest.mark.parametrize("is_extensive", [True, False])
+def test_normalizer_removes_atom_references_itself(energy_db, tmp_path, is_extensive):
+    """remove_atomrefs / is_extensive as in RemoveOffsets, without a RemoveOffsets."""
+    dm = _datamodule(energy_db, tmp_path, [
+        StandardizeProperty("energy", remove_atomrefs=True, is_extensive=is_extensive),
+        trn.CastTo32(),
+    ])
+    z = _train_labels(dm).double()
+    assert float(z.mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(z.std(unbiased=False)) == pytest.approx(1.0, abs=1e-5)
+    inverse = StandardizeProperty("energy", inverse=True, remove_atomrefs=True,
+                                  is_extensive=is_extensive)
+    _round_trip(dm, [trn.CastTo64(), inverse])
+    assert torch.equal(inverse.atomref, ASEAtomsData(energy_db).atomrefs["energy"].double())
