@@ -37,47 +37,67 @@ import logging
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from schnetpack.task import AtomisticTask
 
-__all__ = ["FineTuneTask", "layerwise_parameter_groups", "load_pretrained_state"]
+__all__ = ["BLOCK_PATTERN", "FineTuneTask", "layerwise_parameter_groups", "load_pretrained_state"]
 
 log = logging.getLogger(__name__)
 
-_BLOCK = re.compile(r"^representation\.(?:interactions|mixing)\.(\d+)\.")
+#: Interaction blocks of schnetpack's representations: PaiNN (``interactions.<i>``,
+#: ``mixing.<i>``), SchNet (``interactions.<i>``) and SO3net (``so3convs.<i>``,
+#: ``mixings1/2/3.<i>``, ``gatings.<i>``).  Group 1 is the block index.
+BLOCK_PATTERN = r"^representation\.(?:interactions|mixing|so3convs|mixings\d*|gatings)\.(\d+)\."
 
 
 def layerwise_parameter_groups(
-    model: torch.nn.Module, lr: float, decay: float = 1.0, freeze_embedding: bool = False
+    model: torch.nn.Module,
+    lr: float,
+    decay: float = 1.0,
+    freeze_embedding: bool = False,
+    block_pattern: str | None = None,
 ) -> list[dict[str, Any]]:
     """Optimizer parameter groups with learning rates decaying from head to embedding.
 
     Parameters
     ----------
     model
-        A schnetpack model with ``representation`` (PaiNN or SchNet style
-        ``interactions.<i>``/``mixing.<i>`` blocks) and output modules.
+        A schnetpack model with ``representation`` (PaiNN, SchNet or SO3net,
+        or any whose blocks ``block_pattern`` finds) and output modules.
     lr
         Learning rate of the output head.
     decay
         Factor per level going down (1.0: one learning rate for all).
     freeze_embedding
         Exclude the lowest level (embedding, shared filters) from training.
+    block_pattern
+        Regular expression on parameter names whose group 1 is the index of
+        the interaction block (default :data:`BLOCK_PATTERN`).  Other
+        ``representation.*`` parameters form the embedding level.
 
     Returns
     -------
     list of dict
         Groups ``{"name", "params", "lr", "base_lr"}`` from head to embedding.
+
+    Warns
+    -----
+    UserWarning
+        If the pattern finds no block (every representation parameter would be
+        "embedding", so ``freeze_embedding`` freezes the whole representation)
+        or leaves nothing for the embedding level.
     """
     if not 0.0 < decay <= 1.0:
         raise ValueError(f"decay must be in (0, 1], got {decay}")
+    pattern = re.compile(block_pattern or BLOCK_PATTERN)
     levels: dict[str, list[torch.nn.Parameter]] = {"head": [], "embedding": []}
     blocks: dict[int, list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
-        match = _BLOCK.match(name)
+        match = pattern.match(name)
         if match:
             blocks.setdefault(int(match.group(1)), []).append(param)
         elif name.startswith("representation."):
@@ -85,6 +105,17 @@ def layerwise_parameter_groups(
         else:
             levels["head"].append(param)
     n = len(blocks)
+    if not blocks and levels["embedding"]:
+        warnings.warn(
+            f"block pattern {pattern.pattern!r} matched no parameter of the representation: "
+            f"all {len(levels['embedding'])} are one 'embedding' level"
+            + (" and freeze_embedding freezes them all" if freeze_embedding else "")
+            + "; give block_pattern for this representation", stacklevel=2)
+    elif blocks and not levels["embedding"]:
+        warnings.warn(
+            f"block pattern {pattern.pattern!r} matched every parameter of the representation: "
+            "the 'embedding' level is empty" + (" and freeze_embedding freezes nothing"
+                                                 if freeze_embedding else ""), stacklevel=2)
     groups = [("head", levels["head"], lr)]
     groups += [(f"interaction_{i}", blocks[i], lr * decay ** (n - i)) for i in sorted(blocks, reverse=True)]
     if freeze_embedding:
@@ -157,6 +188,9 @@ class FineTuneTask(AtomisticTask):
         Learning-rate factor per level below the output head (1.0: plain fine-tuning).
     freeze_embedding
         Keep the atom embedding and shared filter network at the pre-trained values.
+    block_pattern
+        Regular expression finding the interaction blocks (see
+        :func:`layerwise_parameter_groups`); default: PaiNN, SchNet and SO3net.
     **kwargs
         Everything ``schnetpack.task.AtomisticTask`` takes (model, outputs, optimizer...).
     """
@@ -167,6 +201,7 @@ class FineTuneTask(AtomisticTask):
         transfer: Sequence[str] = ("representation.", "output_modules."),
         layer_lr_decay: float = 1.0,
         freeze_embedding: bool = False,
+        block_pattern: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -174,6 +209,7 @@ class FineTuneTask(AtomisticTask):
         self.transfer = tuple(transfer)
         self.layer_lr_decay = layer_lr_decay
         self.freeze_embedding = freeze_embedding
+        self.block_pattern = block_pattern
 
     def transfer_pretrained_weights(self) -> list[str]:
         """Copy the ``transfer`` parameters of the pre-trained model; returns their names.
@@ -205,7 +241,7 @@ class FineTuneTask(AtomisticTask):
 
     def configure_optimizers(self):
         groups = layerwise_parameter_groups(
-            self.model, self.lr, self.layer_lr_decay, self.freeze_embedding
+            self.model, self.lr, self.layer_lr_decay, self.freeze_embedding, self.block_pattern
         )
         optimizer_cls = self.optimizer_cls
         self.optimizer_cls = lambda params, **kwargs: optimizer_cls(groups, **kwargs)

@@ -87,3 +87,58 @@ def test_normalizer_removes_atom_references_itself(energy_db, tmp_path, is_exten
                                   is_extensive=is_extensive)
     _round_trip(dm, [trn.CastTo64(), inverse])
     assert torch.equal(inverse.atomref, ASEAtomsData(energy_db).atomrefs["energy"].double())
+
+
+# --- layer-wise groups on schnetpack's representations ---
+
+def _nnp(representation):
+    import schnetpack as spk
+
+    return spk.model.NeuralNetworkPotential(
+        representation=representation, input_modules=[spk.atomistic.PairwiseDistances()],
+        output_modules=[spk.atomistic.Atomwise(n_in=8, output_key="gap")])
+
+
+def _representation(kind):
+    import schnetpack as spk
+
+    common = dict(n_atom_basis=8, n_interactions=2, cutoff_fn=spk.nn.CosineCutoff(3.0),
+                  radial_basis=spk.nn.GaussianRBF(n_rbf=5, cutoff=3.0))
+    if kind == "SO3net":
+        return spk.representation.SO3net(lmax=1, **common)
+    return spk.representation.PaiNN(**common)
+
+
+@pytest.mark.parametrize("kind", ["SO3net", "PaiNN"])
+def test_layerwise_groups_of_real_representations(kind, recwarn):
+    from schnet_transfer.finetune import layerwise_parameter_groups
+
+    model = _nnp(_representation(kind))
+    groups = layerwise_parameter_groups(model, 1e-3, 0.5, freeze_embedding=True)
+    assert [g["name"] for g in groups] == ["head", "interaction_1", "interaction_0"]
+    assert not [w for w in recwarn.list if "block pattern" in str(w.message)]
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    # only the atom embedding (and PaiNN's shared filter network) stays fixed
+    expected = {"representation.embedding.weight"} | (
+        {"representation.filter_net.weight", "representation.filter_net.bias"}
+        if kind == "PaiNN" else set())
+    assert frozen == expected
+    names = {id(p): n for n, p in model.named_parameters()}
+    block0 = {names[id(p)].split(".")[1] for p in groups[2]["params"]}
+    assert block0 == ({"so3convs", "mixings1", "mixings2", "mixings3", "gatings"}
+                      if kind == "SO3net" else {"interactions", "mixing"})
+
+
+def test_layerwise_groups_warn_when_the_pattern_matches_nothing_or_everything():
+    from schnet_transfer.finetune import layerwise_parameter_groups
+
+    with pytest.warns(UserWarning, match="matched no parameter.*freezes them all"):
+        layerwise_parameter_groups(_nnp(_representation("SO3net")), 1e-3, 0.5,
+                                   freeze_embedding=True, block_pattern=r"^representation\.blocks\.(\d+)\.")
+    model = torch.nn.Module()  # a representation made only of indexed blocks
+    model.representation = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)])
+    model.head = torch.nn.Linear(2, 1)
+    with pytest.warns(UserWarning, match="matched every parameter.*freezes nothing"):
+        groups = layerwise_parameter_groups(model, 1e-3, freeze_embedding=True,
+                                            block_pattern=r"^representation\.(\d+)\.")
+    assert "embedding" not in [g["name"] for g in groups]
