@@ -142,3 +142,38 @@ def test_layerwise_groups_warn_when_the_pattern_matches_nothing_or_everything():
         groups = layerwise_parameter_groups(model, 1e-3, freeze_embedding=True,
                                             block_pattern=r"^representation\.(\d+)\.")
     assert "embedding" not in [g["name"] for g in groups]
+
+
+# --- data config group, as spktrain data=qm9 ---
+
+DATA = {"hopv": ["gap", "homo", "lumo"], "freesolv": ["hydration_free_energy"]}
+
+
+@pytest.fixture
+def hydra_compose(monkeypatch, tmp_path):
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    import schnetpack.cli  # noqa: F401  (spktrain's resolvers)
+
+    monkeypatch.setenv("SCHNET_TRANSFER_DATA", str(tmp_path))
+    GlobalHydra.instance().clear()
+    with initialize_config_module("schnetpack.configs", version_base="1.2"):
+        yield compose
+    GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize("data", sorted(DATA))
+@pytest.mark.parametrize("experiment", [None, "pretrain_xtb", "scratch_hopv", "finetune_freesolv"])
+def test_data_group_composes(hydra_compose, tmp_path, data, experiment):
+    from omegaconf import OmegaConf
+
+    overrides = [f"data={data}", "run.work_dir=/somewhere"]
+    if experiment:
+        overrides.append(f"experiment={experiment}")
+    cfg = hydra_compose("train", overrides=overrides)
+    cfg = OmegaConf.to_container(cfg.data, resolve=True)  # like data=qm9: no model alone
+    folder = "/somewhere/data" if experiment is None else str(tmp_path)  # stock run.data_dir
+    assert cfg["datapath"] == f"{folder}/{data}.db"
+    assert cfg["_target_"] == "schnetpack.data.AtomsDataModule"
+    assert cfg["load_properties"] == DATA[data]
+    assert set(cfg["property_units"]) == set(DATA[data])
