@@ -33,6 +33,8 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import pickle
@@ -44,7 +46,10 @@ from typing import Any
 import torch
 from schnetpack.task import AtomisticTask
 
-__all__ = ["BLOCK_PATTERN", "FineTuneTask", "layerwise_parameter_groups", "load_pretrained_state"]
+__all__ = [
+    "BLOCK_PATTERN", "FineTuneTask", "layerwise_parameter_groups", "load_pretrained_state",
+    "pretrained_record",
+]
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +178,25 @@ def load_pretrained_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     )
 
 
+def pretrained_record(path: str | os.PathLike) -> dict[str, Any]:
+    """Absolute path, size and SHA-256 of a pre-trained model file (provenance of a fine-tuning run).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile() as f:
+    ...     _ = f.write(b"abc"); f.flush()
+    ...     pretrained_record(f.name)["sha256"][:16]
+    'ba7816bf8f01cfea'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"path": os.path.abspath(path), "bytes": os.path.getsize(path),
+            "sha256": digest.hexdigest()}
+
+
 class FineTuneTask(AtomisticTask):
     """``AtomisticTask`` initialised from a pre-trained model, with layer-wise learning rates.
 
@@ -191,6 +215,9 @@ class FineTuneTask(AtomisticTask):
     block_pattern
         Regular expression finding the interaction blocks (see
         :func:`layerwise_parameter_groups`); default: PaiNN, SchNet and SO3net.
+    pretrained_model
+        Provenance record of the pre-trained file (:meth:`record_pretrained`);
+        filled in when training starts and restored with a checkpoint.
     **kwargs
         Everything ``schnetpack.task.AtomisticTask`` takes (model, outputs, optimizer...).
     """
@@ -202,6 +229,7 @@ class FineTuneTask(AtomisticTask):
         layer_lr_decay: float = 1.0,
         freeze_embedding: bool = False,
         block_pattern: str | None = None,
+        pretrained_model: dict[str, Any] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -210,6 +238,7 @@ class FineTuneTask(AtomisticTask):
         self.layer_lr_decay = layer_lr_decay
         self.freeze_embedding = freeze_embedding
         self.block_pattern = block_pattern
+        self.pretrained_model = pretrained_model
 
     def transfer_pretrained_weights(self) -> list[str]:
         """Copy the ``transfer`` parameters of the pre-trained model; returns their names.
@@ -237,7 +266,27 @@ class FineTuneTask(AtomisticTask):
     def setup(self, stage=None):
         if stage == "fit":
             self.transfer_pretrained_weights()
+            self.record_pretrained()
         super().setup(stage)
+
+    def record_pretrained(self) -> dict[str, Any]:
+        """Put :func:`pretrained_record` of the pre-trained model in the hyperparameters.
+
+        The record (``pretrained_model: {path, bytes, sha256}``) goes into the
+        checkpoints' ``hyper_parameters`` and the loggers' hparams, and to
+        ``pretrained_model.json`` in the folder of the checkpoint directory (the
+        run folder of ``spktrain``, next to ``best_model`` and ``checkpoints/``).
+        """
+        record = pretrained_record(self.pretrained_path)
+        self.pretrained_model = self.hparams["pretrained_model"] = record
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None and trainer.is_global_zero:
+            checkpoints = getattr(trainer.checkpoint_callback, "dirpath", None)
+            folder = os.path.dirname(os.path.abspath(checkpoints)) if checkpoints else "."
+            with open(os.path.join(folder, "pretrained_model.json"), "w") as out:
+                json.dump(record, out, indent=2)
+        log.info(f"pre-trained model {record['path']} sha256 {record['sha256']}")
+        return record
 
     def configure_optimizers(self):
         groups = layerwise_parameter_groups(

@@ -177,3 +177,52 @@ def test_data_group_composes(hydra_compose, tmp_path, data, experiment):
     assert cfg["_target_"] == "schnetpack.data.AtomsDataModule"
     assert cfg["load_properties"] == DATA[data]
     assert set(cfg["property_units"]) == set(DATA[data])
+
+
+# --- the tiny spktrain pre-training + fine-tuning run of test_schnet_spktrain ---
+
+from test_schnet_spktrain import runs  # noqa: E402,F401  (module fixture, reused)
+
+
+def _metrics_csv(run):
+    import pandas as pd
+
+    files = sorted(run.rglob("metrics.csv"))
+    assert files, f"no metrics.csv under {run}"
+    return pd.read_csv(files[-1])
+
+
+def test_metrics_are_also_logged_in_physical_units(runs):
+    run = runs["runs"] / "finetune"
+    stddev = float(torch.load(run / "best_model", weights_only=False).postprocessors[-1].stddev)
+    table = _metrics_csv(run)
+    for subset in ("val", "test"):
+        rows = table.dropna(subset=[f"{subset}_gap_mae"])
+        assert len(rows), subset
+        for metric in ("mae", "rmse"):
+            std_units = rows[f"{subset}_gap_{metric}"].to_numpy()
+            physical = rows[f"{subset}_gap_{metric}_physical"].to_numpy()
+            assert np.allclose(physical, std_units * stddev, rtol=1e-4, atol=0), (subset, metric)
+
+
+def test_finetuning_run_records_the_pretrained_model(runs):
+    import hashlib
+    import json
+
+    pretrained = runs["runs"] / "pretrain_xtb_gap" / "best_model"
+    expected = {"path": str(pretrained.resolve()), "bytes": pretrained.stat().st_size,
+                "sha256": hashlib.sha256(pretrained.read_bytes()).hexdigest()}
+    run = runs["runs"] / "finetune"
+    assert json.loads((run / "pretrained_model.json").read_text()) == expected
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["hyper_parameters"]["pretrained_model"] == expected
+    assert expected["sha256"] in runs["ft_log"]
+
+
+def test_docstring_examples_of_metrics_module():
+    import doctest
+
+    import schnet_transfer.metrics
+
+    result = doctest.testmod(schnet_transfer.metrics)
+    assert result.attempted > 0 and result.failed == 0
