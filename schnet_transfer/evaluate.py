@@ -34,6 +34,7 @@ def predict(
     property: str,
     batch_size: int = 32,
     postprocess: bool = True,
+    trust_pickle: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predictions and reference values of ``indices``.
 
@@ -49,8 +50,12 @@ def predict(
     --------
     ``model_path`` is a whole pickled schnetpack model (``best_model`` of
     ``spktrain``); it is read with ``torch.load(weights_only=False)``, which
-    runs code stored in the file.  Give only models you trained yourself.
+    runs code stored in the file.  Give only models you trained yourself, and
+    say so with ``trust_pickle=True`` (without it the file is refused).
     """
+    if not trust_pickle:
+        raise ValueError(f"{model_path} is a pickled model: reading it runs code stored in the file; "
+                         "pass trust_pickle=True if you trained it yourself")
     for path in (model_path, db):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no such file: {path}")
@@ -82,10 +87,10 @@ def split_errors(
 
     ``split_file`` defaults to the run's own ``split.npz``; pass the shared file
     when the run was given ``data.split_file``.  The run's ``best_model`` is
-    unpickled (see :func:`predict`): only runs you made yourself.
+    unpickled (``predict(..., trust_pickle=True)``): call it only on runs you made yourself.
     """
     split = np.load(split_file or os.path.join(run_dir, "split.npz"))
-    pred, ref = predict(os.path.join(run_dir, "best_model"), db, split["test_idx"], property)
+    pred, ref = predict(os.path.join(run_dir, "best_model"), db, split["test_idx"], property, trust_pickle=True)
     err = pred - ref
     return {
         "mae": float(np.abs(err).mean()),

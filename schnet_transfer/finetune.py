@@ -40,6 +40,7 @@ import os
 import pickle
 import re
 import warnings
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -135,8 +136,11 @@ def layerwise_parameter_groups(
     ]
 
 
-def load_pretrained_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_pretrained_state(path: str | os.PathLike, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
     """State dict of a pre-trained model: a ``best_model``, a Lightning ``.ckpt`` or a state dict.
+
+    ``trust_pickle=True`` allows unpickling (see Warnings); without it a file that is not a
+    plain state dict is refused with a message saying so.
 
     Raises
     ------
@@ -159,7 +163,14 @@ def load_pretrained_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"pre-trained model not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as err:
+        if not zipfile.is_zipfile(path):   # torch.save writes a zip archive
+            raise ValueError(f"{path} is not a file written by torch.save: {err}") from err
+        if not trust_pickle:
+            raise ValueError(
+                f"{path} holds pickled objects (a whole model or a Lightning checkpoint): reading it runs "
+                "code stored in the file. If you produced it yourself, allow it with trust_pickle=True "
+                "(spktrain: task.trust_pickle=true)") from None
         try:  # a whole model or a checkpoint with objects: unpickled, see Warnings
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
@@ -218,6 +229,10 @@ class FineTuneTask(AtomisticTask):
     pretrained_model
         Provenance record of the pre-trained file (:meth:`record_pretrained`);
         filled in when training starts and restored with a checkpoint.
+    trust_pickle
+        Allow ``pretrained_path`` to be a pickled model or checkpoint (reading it runs
+        code in the file): only for files you produced yourself. A plain state dict
+        needs no trust.
     **kwargs
         Everything ``schnetpack.task.AtomisticTask`` takes (model, outputs, optimizer...).
     """
@@ -230,6 +245,7 @@ class FineTuneTask(AtomisticTask):
         freeze_embedding: bool = False,
         block_pattern: str | None = None,
         pretrained_model: dict[str, Any] | None = None,
+        trust_pickle: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -239,6 +255,7 @@ class FineTuneTask(AtomisticTask):
         self.freeze_embedding = freeze_embedding
         self.block_pattern = block_pattern
         self.pretrained_model = pretrained_model
+        self.trust_pickle = trust_pickle
 
     def transfer_pretrained_weights(self) -> list[str]:
         """Copy the ``transfer`` parameters of the pre-trained model; returns their names.
@@ -249,7 +266,7 @@ class FineTuneTask(AtomisticTask):
             If a transferred tensor is missing or has another shape (different
             architecture than the pre-training run).
         """
-        source = load_pretrained_state(self.pretrained_path)
+        source = load_pretrained_state(self.pretrained_path, self.trust_pickle)
         target = self.model.state_dict()
         names = [k for k in target if k.startswith(self.transfer)]
         missing = [k for k in names if k not in source]

@@ -342,6 +342,14 @@ def test_state_dicts_load_without_unpickling(tmp_path, monkeypatch):
     (tmp_path / "junk").write_text("not a model")
     with pytest.raises(ValueError, match="junk is not a file written by torch.save"):
         finetune.load_pretrained_state(tmp_path / "junk")
+    # a pickled model is refused unless the caller says it trusts the file
+    plant = tmp_path / "pickled_model"
+    torch.save(torch.nn.Linear(2, 2), plant)
+    with pytest.raises(ValueError, match="trust_pickle=True"):
+        finetune.load_pretrained_state(plant)
+    with pytest.raises(ValueError, match="trust_pickle=True"):
+        evaluate.predict(plant, plant, [0], "gap")
+    assert set(finetune.load_pretrained_state(plant, trust_pickle=True)) == {"weight", "bias"}
     # whole pickled models cannot avoid unpickling: said where they are loaded
     for doc in (finetune.load_pretrained_state.__doc__, evaluate.predict.__doc__):
         assert "weights_only=False" in doc and "yourself" in doc

@@ -95,9 +95,9 @@ def test_finetuned_model_predicts_in_target_units(runs):
     assert float(norm.mean) == pytest.approx(train.mean(), abs=1e-9)
     assert float(norm.stddev) == pytest.approx(train.std(), abs=1e-9)
     assert float(pre_norm.mean) != pytest.approx(float(norm.mean), abs=1e-3)
-    pred, ref = predict(run / "best_model", runs["dbs"] / "hopv.db", split["test_idx"], "gap")
+    pred, ref = predict(run / "best_model", runs["dbs"] / "hopv.db", split["test_idx"], "gap", trust_pickle=True)
     raw, _ = predict(run / "best_model", runs["dbs"] / "hopv.db", split["test_idx"], "gap",
-                     postprocess=False)
+                     postprocess=False, trust_pickle=True)
     assert np.allclose(pred, raw * float(norm.stddev) + float(norm.mean), atol=1e-5)
     assert np.all((pred > 0.5) & (pred < 8.0))  # eV, not z-scores
 
