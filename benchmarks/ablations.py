@@ -17,17 +17,15 @@ published-emulated one (best of ``--evaluations`` evaluations on fresh supports)
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fewshot_table import cell_device, eval_seeds, pintuning_cell, support_digest  # noqa: E402
-from pintuning_tox21 import RESULTS  # noqa: E402
+from fewshot_table import (add_cell_options, cell_device, eval_seeds, pintuning_cell, run_cells,  # noqa: E402
+                           support_digest)
 
 VARIANTS = {
     "full": {},
@@ -135,53 +133,11 @@ def plot(cells: list, path: Path) -> None:
 
 
 def main() -> None:
-    import subprocess
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["tox21", "sider", "muv"], choices=["tox21", "sider", "muv"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--evaluations", type=int, default=20)
-    parser.add_argument("--draws", type=int, default=10)
-    parser.add_argument("--encoder", default="gcn_supervised_contextpred")
-    parser.add_argument("--encoder-path", default=None)
-    parser.add_argument("--processes", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--cpu", action="store_true")
-    parser.add_argument("--cell-dir", default=str(RESULTS / "ablations"))
-    parser.add_argument("--checkpoint-dir", default="runs/benchmarks/ablations")
-    parser.add_argument("--out", default=str(RESULTS / "ablations.json"))
-    parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--cell", nargs=4, help=argparse.SUPPRESS)
+    add_cell_options(parser, "ablations")
     args = parser.parse_args()
-    cell_dir = Path(args.cell_dir)
-    cell_dir.mkdir(parents=True, exist_ok=True)
-
-    def path_of(dataset, shots, variant, seed) -> Path:
-        return cell_dir / f"{dataset}-{shots}shot-{variant}-seed{seed}.json"
-
-    if args.cell:
-        dataset, shots, variant, seed = args.cell[0], int(args.cell[1]), args.cell[2], int(args.cell[3])
-        path_of(dataset, shots, variant, seed).write_text(json.dumps(run_cell(dataset, shots, variant, seed, args),
-                                                                     indent=1))
-        return
-    if not args.report_only:
-        todo = [c for c in cells_to_run(args.datasets, args.seeds) if not path_of(*c).exists()]
-
-        def compute(cell) -> None:
-            done = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--cell", *map(str, cell)],
-                                  capture_output=True, text=True)
-            print(f"{'-'.join(map(str, cell))}: {'done' if done.returncode == 0 else done.stderr[-300:]}", flush=True)
-
-        with ThreadPoolExecutor(max(1, args.processes)) as pool:
-            list(pool.map(compute, todo))
-    cells = [json.loads(p.read_text()) for p in sorted(cell_dir.glob("*.json"))]
-    out = Path(args.out)
-    out.write_text(json.dumps({"cells": cells}, indent=1))
-    out.with_suffix(".md").write_text(report(cells))
-    if cells:
-        plot(cells, out.with_suffix(".png"))
-    print(report(cells))
+    run_cells(__file__, args, cells_to_run(args.datasets, args.seeds), run_cell, report, plot)
 
 
 if __name__ == "__main__":

@@ -124,10 +124,6 @@ def run_cell(dataset: str, shots: int, method: str, seed: int, args) -> dict:
     return cell
 
 
-def cell_path(cell_dir: Path, dataset: str, shots: int, method: str, seed: int) -> Path:
-    return cell_dir / f"{dataset}-{shots}shot-{method}-seed{seed}.json"
-
-
 def expand(datasets) -> list:
     return [d for name in datasets for d in (TOXCAST if name == "toxcast" else [name])]
 
@@ -211,55 +207,70 @@ def plot(cells: list, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=["tox21", "sider", "muv", "toxcast"], choices=DATASETS + TOXCAST)
-    parser.add_argument("--shots", type=int, nargs="+", default=[10, 5])
-    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+def add_cell_options(parser: argparse.ArgumentParser, name: str) -> None:
+    """Options of the cell-based benchmarks (this one and ``ablations.py``); results under ``name``."""
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=2000, help="Pin-Tuning outer steps (paper: 2000)")
     parser.add_argument("--evaluations", type=int, default=20, help="evaluations during meta-training (paper: 20)")
     parser.add_argument("--draws", type=int, default=10, help="fixed support draws per seed (honest protocol)")
     parser.add_argument("--encoder", default="gcn_supervised_contextpred")
     parser.add_argument("--encoder-path", default=None)
-    parser.add_argument("--data-dir", default=None, help="folder with pcba.csv.gz (PCBA is not shipped)")
     parser.add_argument("--processes", type=int, default=1, help="cells computed side by side")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is available")
-    parser.add_argument("--cell-dir", default=str(RESULTS / "fewshot_table"))
-    parser.add_argument("--checkpoint-dir", default="runs/benchmarks/fewshot_table")
-    parser.add_argument("--out", default=str(RESULTS / "fewshot_table.json"))
+    parser.add_argument("--cell-dir", default=str(RESULTS / name))
+    parser.add_argument("--checkpoint-dir", default=f"runs/benchmarks/{name}")
+    parser.add_argument("--out", default=str(RESULTS / f"{name}.json"))
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--cell", nargs=4, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+
+
+def run_cells(script: str, args, cells: list, compute_cell, write_report, draw, summary=None) -> None:
+    """``--cell``: compute that cell into its JSON. Otherwise compute every missing cell of ``cells``
+    in ``--processes`` subprocesses, then write ``--out`` (JSON), its ``.md`` and ``.png`` from all cells."""
     cell_dir = Path(args.cell_dir)
     cell_dir.mkdir(parents=True, exist_ok=True)
+
+    def path_of(dataset, shots, name, seed) -> Path:
+        return cell_dir / f"{dataset}-{shots}shot-{name}-seed{seed}.json"
+
     if args.cell:
-        dataset, shots, method, seed = args.cell[0], int(args.cell[1]), args.cell[2], int(args.cell[3])
-        result = run_cell(dataset, shots, method, seed, args)
-        cell_path(cell_dir, dataset, shots, method, seed).write_text(json.dumps(result, indent=1))
+        dataset, shots, name, seed = args.cell[0], int(args.cell[1]), args.cell[2], int(args.cell[3])
+        path_of(dataset, shots, name, seed).write_text(json.dumps(compute_cell(dataset, shots, name, seed, args),
+                                                                  indent=1))
         return
     if not args.report_only:
-        todo = [(d, s, m, seed) for d in expand(args.datasets) for s in args.shots for m in args.methods
-                for seed in args.seeds if not cell_path(cell_dir, d, s, m, seed).exists()]
-        forwarded = [a for a in sys.argv[1:] if a not in ("--report-only",)]
+        forwarded = [a for a in sys.argv[1:] if a != "--report-only"]
 
         def compute(cell) -> None:
-            command = [sys.executable, __file__, *forwarded, "--cell", *map(str, cell)]
+            command = [sys.executable, script, *forwarded, "--cell", *map(str, cell)]
             done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
             status = "done" if done.returncode == 0 else f"FAILED: {done.stderr.strip().splitlines()[-1:]}"
             print(f"{'-'.join(map(str, cell))}: {status}", flush=True)
 
         with ThreadPoolExecutor(max(1, args.processes)) as pool:
-            list(pool.map(compute, todo))
-    cells = [json.loads(p.read_text()) for p in sorted(cell_dir.glob("*.json"))]
+            list(pool.map(compute, [c for c in cells if not path_of(*c).exists()]))
+    done = [json.loads(p.read_text()) for p in sorted(cell_dir.glob("*.json"))]
     out = Path(args.out)
-    out.write_text(json.dumps({"cells": cells, "table": aggregate(cells)}, indent=1))
-    out.with_suffix(".md").write_text(report(cells))
-    if cells:
-        plot(cells, out.with_suffix(".png"))
-    print(report(cells))
+    out.write_text(json.dumps({"cells": done, **(summary(done) if summary else {})}, indent=1))
+    out.with_suffix(".md").write_text(write_report(done))
+    if done:
+        draw(done, out.with_suffix(".png"))
+    print(write_report(done))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["tox21", "sider", "muv", "toxcast"], choices=DATASETS + TOXCAST)
+    parser.add_argument("--shots", type=int, nargs="+", default=[10, 5])
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--data-dir", default=None, help="folder with pcba.csv.gz (PCBA is not shipped)")
+    add_cell_options(parser, "fewshot_table")
+    args = parser.parse_args()
+    cells = [(d, s, m, seed) for d in expand(args.datasets) for s in args.shots for m in args.methods
+             for seed in args.seeds]
+    run_cells(__file__, args, cells, run_cell, report, plot, lambda done: {"table": aggregate(done)})
 
 
 if __name__ == "__main__":
