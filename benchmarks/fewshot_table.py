@@ -189,7 +189,8 @@ def plot(cells: list, path: Path) -> None:
     import matplotlib.pyplot as plt
     table = aggregate(cells)
     keys = sorted(table)
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(keys)), 4))
+    fig, (ax, curves) = plt.subplots(1, 2, figsize=(max(6, 0.5 * len(keys)) + 5, 4),
+                                     gridspec_kw={"width_ratios": [max(6, 0.5 * len(keys)), 5]})
     for i, key in enumerate(keys):
         row = table[key]
         for offset, protocol, colour in ((-0.25, "published", "tab:blue"), (0, "honest", "tab:orange"),
@@ -202,6 +203,14 @@ def plot(cells: list, path: Path) -> None:
     ax.set_ylabel("ROC-AUC (%)")
     ax.set_ylim(40, 100)
     ax.legend(fontsize=8)
+    # learning curves: Pin-Tuning's evaluations during meta-training (fresh supports each)
+    for cell in (c for c in cells if c["method"] == "pintuning"):
+        steps = [e["step"] for e in cell["evaluations"]]
+        curves.plot(steps, [100 * e["roc_auc"] for e in cell["evaluations"]], marker="o", markersize=3,
+                    label=f"{cell['dataset']} {cell['shots']}-shot seed {cell['seed']}")
+    curves.set_xlabel("outer step")
+    curves.set_ylabel("ROC-AUC (%), fresh supports")
+    curves.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
