@@ -25,7 +25,7 @@ class AssayScoring:
 
     def adapt_to_assay(self, support_smiles: Sequence[str], support_labels: Sequence[float],
                        seed: int = 0) -> AdaptedSupport:
-        """Adapt to a new assay from its labelled support SMILES (for :meth:`score_graphs`).
+        """Adapt to a new assay from its labelled support SMILES (for :meth:`score_smiles`).
 
         The new assay takes the model's spare property row; the meta-training properties are its
         auxiliary properties, with every label missing (a user's molecules have none). The model

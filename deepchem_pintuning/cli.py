@@ -34,15 +34,12 @@ def _load_dataset(args: argparse.Namespace):
     try:
         return load_fewshot(args.dataset, data_dir=args.data_dir)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError, KeyError,
-            IsADirectoryError, PermissionError) as error:
-        where = args.data_dir or "the shipped data"
-        raise UserInputError(f"--data-dir {where}: the {args.dataset} file cannot be read "
-                             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
-    except OSError as error:   # e.g. gzip.BadGzipFile: not a gzip file
+            OSError) as error:   # OSError: e.g. gzip.BadGzipFile, a directory, no permission
         if isinstance(error, FileNotFoundError):
             raise
+        detail = str(error).splitlines()[0] if str(error) else ""
         raise UserInputError(f"--data-dir {args.data_dir or 'the shipped data'}: the {args.dataset} file cannot be "
-                             f"read ({error})") from None
+                             f"read ({type(error).__name__}: {detail})") from None
 
 
 def _summary(args: argparse.Namespace) -> None:
