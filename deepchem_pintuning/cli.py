@@ -4,8 +4,9 @@
   their split and label counts, molecules skipped at featurization, sampled episodes).
 * ``pintuning train --dataset tox21 --steps 20 --model-dir runs/tox21``: meta-train Pin-Tuning and
   print the ROC-AUC on the meta-test properties.
-* ``pintuning plot --model-dir runs/tox21 --out-dir plots``: learning curve and per-property ROC /
-  precision-recall curves of a saved model.
+* ``pintuning plot --model-dir runs/tox21 --out-dir plots``: learning curve, per-property ROC /
+  precision-recall curves and the query molecules' embeddings before and after adaptation of a
+  saved model.
 * ``pintuning predict --model-dir runs/tox21 --support assay.csv --library library.csv --out scores.csv``:
   score a library (CSV or SDF) for a new assay from its labelled support set, streamed, each
   molecule on its own context graph (:mod:`deepchem_pintuning.inductive`).
@@ -207,7 +208,7 @@ def _plot(args: argparse.Namespace) -> None:
 
     from deepchem_pintuning.deepchem_contract import HISTORY_FILE
     from deepchem_pintuning.model import PinTuningModel
-    from deepchem_pintuning.plotting import learning_curve, roc_pr_curves
+    from deepchem_pintuning.plotting import adaptation_embeddings, embedding_view, learning_curve, roc_pr_curves
 
     out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
@@ -221,6 +222,10 @@ def _plot(args: argparse.Namespace) -> None:
     model.workers = args.workers
     args.dataset = dataset
     data = _load_dataset(args)
+    embedded = args.embedding_property or data.test_tasks[0]
+    if embedded not in data.tasks:
+        raise UserInputError(f"--embedding-property {embedded!r} is not a property of {dataset} "
+                             f"(meta-test properties: {', '.join(data.test_tasks)})")
     out.mkdir(parents=True, exist_ok=True)
     written = []
     history = Path(args.model_dir, HISTORY_FILE)
@@ -230,6 +235,11 @@ def _plot(args: argparse.Namespace) -> None:
     result = model.evaluate_fewshot(data, seed=args.seed, return_scores=True, progress=True)
     roc_pr_curves(result, title=f"{dataset} meta-test properties").savefig(out / "roc_pr.png")
     written.append("roc_pr.png")
+    embeddings = adaptation_embeddings(model, data, embedded, seed=args.seed)
+    embedding_view(embeddings, method=args.embedding_method, seed=args.seed,
+                   title=f"{dataset}, {model.config.n_shot}-shot, query molecules of {embedded}").savefig(
+        out / "embeddings.png")
+    written.append("embeddings.png")
     print(f"mean ROC-AUC {result['roc_auc']:.4f}; wrote {', '.join(written)} to {out}")
 
 
@@ -316,13 +326,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cpu_options(train, "whole episodes of an outer step and evaluation chunks")
     train.set_defaults(run=_train)
 
-    plot = commands.add_parser("plot", help="learning curve and per-property ROC / precision-recall curves of a "
-                                             "saved model")
+    plot = commands.add_parser("plot", help="learning curve, per-property ROC / precision-recall curves and a 2-D "
+                                             "view of molecule embeddings before and after adaptation of a saved "
+                                             "model")
     plot.add_argument("--model-dir", required=True)
-    plot.add_argument("--out-dir", required=True, help="folder for learning_curve.png and roc_pr.png")
+    plot.add_argument("--out-dir", required=True, help="folder for learning_curve.png, roc_pr.png and embeddings.png")
     plot.add_argument("--dataset", default=None, choices=DATASETS, help="default: the dataset the model was trained on")
     plot.add_argument("--data-dir", default=None)
     plot.add_argument("--seed", type=int, default=0, help="evaluation seed (fixed supports)")
+    plot.add_argument("--embedding-property", default=None,
+                      help="property whose query molecules embeddings.png shows (default: the first meta-test one)")
+    plot.add_argument("--embedding-method", choices=["pca", "tsne"], default="pca", help="2-D projection")
     plot.add_argument("--device", default="cpu")
     _add_cpu_options(plot, "evaluation chunks")
     plot.set_defaults(run=_plot)

@@ -1,4 +1,4 @@
-"""Plots from a real (tiny) model on ToxCast-CLD: curves per property, axis labels, data ranges."""
+"""Plots from a real (tiny) model on ToxCast-CLD: curves per property, axis labels, data ranges, embedded points."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -6,9 +6,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.image import imread  # noqa: E402
 
+from deepchem_pintuning.batching import collate_graphs  # noqa: E402
 from deepchem_pintuning.cli import main  # noqa: E402
+from deepchem_pintuning.episodes import evaluation_episode  # noqa: E402
+from deepchem_pintuning.inductive import adapt_to_support, score_molecules  # noqa: E402
 from deepchem_pintuning.model import PinTuningModel  # noqa: E402
-from deepchem_pintuning.plotting import learning_curve, roc_pr_curves  # noqa: E402
+from deepchem_pintuning.plotting import (adaptation_embeddings, embedding_view, learning_curve,  # noqa: E402
+                                         roc_pr_curves)
 
 TINY = dict(emb_dim=32, num_layer=2, adapter_dim=8, context_edge_hidden=8, n_shot=5, encoder="gcn_scratch")
 
@@ -49,12 +53,62 @@ def test_learning_curve_from_the_saved_history(trained):
     assert list(evaluation_steps) == [2, 4] and np.all((aucs >= 0) & (aucs <= 1))
 
 
-def test_plot_command_writes_both_figures(cld, trained, tmp_path, capsys):
+@pytest.mark.parametrize("protocol", ["paper", "deployment"])
+def test_embeddings_before_and_after_adaptation(cld, trained, protocol):
+    model, _ = trained
+    task = cld.test_tasks[1]
+    embeddings = adaptation_embeddings(model, cld, task, seed=0, per_class=12, protocol=protocol)
+    episode = evaluation_episode(cld, task, model.config.n_shot, seed=0)
+    labels, indices = embeddings["labels"], embeddings["indices"]
+    assert np.bincount(labels.astype(int)).tolist() == [12, 12]
+    assert set(indices) <= set(episode.query) and np.array_equal(labels, cld.labels[indices, episode.task_index])
+    model.model.eval()
+    graphs = [cld.graphs[i] for i in indices]
+    frozen = model.model.frozen_vectors(collate_graphs(graphs)).numpy()
+    assert np.array_equal(embeddings["before"], frozen)                          # the pre-trained encoder's vectors
+    assert embeddings["after"].shape == frozen.shape and not np.allclose(embeddings["after"], frozen)
+    if protocol == "deployment":   # the vectors behind the scores a user gets from predict_smiles
+        adapted = adapt_to_support(model.model, [cld.graphs[i] for i in episode.support], episode.support_labels,
+                                   episode.task_index, episode.aux_task_indices, seed=0)
+        assert np.allclose(embeddings["scores"], score_molecules(model.model, adapted, graphs), atol=1e-6)
+    with pytest.raises(ValueError, match="protocol"):
+        adaptation_embeddings(model, cld, task, protocol="transductive")
+
+
+@pytest.mark.parametrize("method,axis", [("pca", "PC 1 ("), ("tsne", "t-SNE 1")])
+def test_embedding_view_two_panels_points_per_class(cld, trained, method, axis):
+    model, _ = trained
+    task = cld.test_tasks[0]
+    embeddings = adaptation_embeddings(model, cld, task, seed=1, per_class=15)
+    counts = np.bincount(embeddings["labels"].astype(int), minlength=2)
+    fig = embedding_view(embeddings, method=method)
+    assert len(fig.axes) == 2
+    assert [ax.get_title() for ax in fig.axes] == ["before adaptation (pre-trained encoder)",
+                                                   f"after adaptation to {task}"]
+    for ax in fig.axes:
+        assert ax.get_xlabel().startswith(axis) and ax.get_ylabel().startswith(axis.replace("1", "2"))
+        inactive, active = ax.collections
+        assert [len(inactive.get_offsets()), len(active.get_offsets())] == counts.tolist()
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"inactive ({counts[0]})",
+                                                                       f"active ({counts[1]})"]
+    if method == "pca":   # PCA of the vectors, so the two panels show the data, not a fixed layout
+        before = np.vstack([c.get_offsets() for c in fig.axes[0].collections])
+        assert np.isclose(before[:, 0].var() * len(before) / (len(before) - 1),
+                          np.linalg.svd(embeddings["before"] - embeddings["before"].mean(0), compute_uv=False)[0] ** 2
+                          / (len(before) - 1), rtol=1e-4)
+    with pytest.raises(ValueError, match="method"):
+        embedding_view(embeddings, method="umap")
+
+
+def test_plot_command_writes_the_figures(cld, trained, tmp_path, capsys):
     _, folder = trained
     assert main(["plot", "--model-dir", str(folder / "model"), "--out-dir", str(tmp_path / "plots")]) == 0
-    assert "mean ROC-AUC" in capsys.readouterr().out
-    for name in ("learning_curve.png", "roc_pr.png"):
+    assert "embeddings.png" in capsys.readouterr().out
+    for name in ("learning_curve.png", "roc_pr.png", "embeddings.png"):
         image = imread(tmp_path / "plots" / name)
         assert image.shape[0] > 100 and image.std() > 0                       # a drawn, non-blank figure
     assert main(["plot", "--model-dir", str(tmp_path / "none"), "--out-dir", str(tmp_path / "p2")]) == 2
+    assert main(["plot", "--model-dir", str(folder / "model"), "--out-dir", str(tmp_path / "p2"),
+                 "--embedding-property", "no-such-assay"]) == 2
+    assert "no-such-assay" in capsys.readouterr().err
     assert not (tmp_path / "p2").exists()
