@@ -7,7 +7,7 @@ keep it). ``pintuning plot --model-dir DIR`` draws all three for a saved model.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Sequence, Union
+from typing import TYPE_CHECKING, Dict, Mapping, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -89,6 +89,40 @@ def learning_curve(history: Union[str, Path, pd.DataFrame], title: str = ""):
     loss_ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def evaluation_curves(runs: Mapping[str, Sequence[Sequence[Dict]]], ax=None, key: str = "eval_roc_auc",
+                      title: str = "Pin-Tuning during meta-training"):
+    """ROC-AUC at each evaluation vs outer step: one line per run, one colour per configuration.
+
+    ``runs`` maps a configuration name to its runs (e.g. one per seed), each a sequence of records
+    with ``step`` and ``key`` (``PinTuningModel.history``, whose loss records are skipped, or a
+    benchmark JSON's evaluations). Draws on ``ax`` (a new figure by default); returns the figure.
+
+    Examples
+    --------
+    >>> seed_0 = [{"step": 1, "loss": 0.7}, {"step": 1, "eval_roc_auc": 0.70}, {"step": 2, "eval_roc_auc": 0.75}]
+    >>> seed_1 = [{"step": 1, "eval_roc_auc": 0.68}, {"step": 2, "eval_roc_auc": 0.74}]
+    >>> fig = evaluation_curves({"50 steps": [seed_0, seed_1]})
+    >>> ax = fig.axes[0]
+    >>> len(ax.get_lines()), [t.get_text() for t in ax.get_legend().get_texts()]
+    (2, ['50 steps'])
+    """
+    import matplotlib.pyplot as plt
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for number, (name, histories) in enumerate(runs.items()):
+        for run, history in enumerate(histories):
+            evaluations = [record for record in history if key in record]
+            ax.plot([record["step"] for record in evaluations], [record[key] for record in evaluations],
+                    marker="o", markersize=3, alpha=0.8, color=colours[number % len(colours)],
+                    label=name if run == 0 else None)
+    ax.set_xlabel("outer step")
+    ax.set_ylabel("ROC-AUC (one line per run)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax.figure
 
 
 def adaptation_embeddings(model: "PinTuningModel", data: FewShotDataset, task: str, seed: int = 0,

@@ -1,4 +1,8 @@
 """Plots from a real (tiny) model on ToxCast-CLD: curves per property, axis labels, data ranges, embedded points."""
+import json
+import sys
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,8 +15,10 @@ from deepchem_pintuning.cli import main  # noqa: E402
 from deepchem_pintuning.episodes import evaluation_episode  # noqa: E402
 from deepchem_pintuning.inductive import adapt_to_support, score_molecules  # noqa: E402
 from deepchem_pintuning.model import PinTuningModel  # noqa: E402
-from deepchem_pintuning.plotting import (adaptation_embeddings, embedding_view, learning_curve,  # noqa: E402
-                                         roc_pr_curves)
+from deepchem_pintuning.plotting import (adaptation_embeddings, embedding_view, evaluation_curves,  # noqa: E402
+                                         learning_curve, roc_pr_curves)
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 TINY = dict(emb_dim=32, num_layer=2, adapter_dim=8, context_edge_hidden=8, n_shot=5, encoder="gcn_scratch")
 
@@ -51,6 +57,37 @@ def test_learning_curve_from_the_saved_history(trained):
     assert list(steps) == [1, 2, 3, 4] and np.allclose(losses, [h["loss"] for h in model.history if "loss" in h])
     evaluation_steps, aucs = auc_ax.get_lines()[0].get_data()
     assert list(evaluation_steps) == [2, 4] and np.all((aucs >= 0) & (aucs <= 1))
+
+
+def test_evaluation_curves_one_line_per_run_one_colour_per_configuration(trained):
+    model, _ = trained
+    evaluations = [h for h in model.history if "eval_roc_auc" in h]
+    fig = evaluation_curves({"tiny": [model.history, evaluations], "again": [evaluations]})
+    (ax,) = fig.axes
+    lines = ax.get_lines()
+    assert len(lines) == 3 and lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["tiny", "again"]
+    for line in lines:
+        steps, aucs = line.get_data()
+        assert list(steps) == [h["step"] for h in evaluations] and list(aucs) == [h["eval_roc_auc"] for h in evaluations]
+
+
+def test_tox21_benchmark_plot_draws_every_run_of_the_committed_results(tmp_path):
+    sys.path.insert(0, str(BENCHMARKS))
+    import plot_tox21
+    runs = plot_tox21.load_runs()
+    rows = plot_tox21.summarise(runs)
+    fig = plot_tox21.plot(rows, runs, tmp_path / "tox21.png")
+    bars, curves = fig.axes
+    pintuning = [r for r in runs if r["method"] == "pintuning"]
+    assert len(curves.get_lines()) == len(pintuning) > 0
+    assert {t.get_text() for t in curves.get_legend().get_texts()} == \
+        {plot_tox21.short_name(plot_tox21.row_name(r)) for r in pintuning}
+    longest = max(pintuning, key=lambda r: r["steps"])
+    assert max(line.get_xdata().max() for line in curves.get_lines()) == longest["evaluations"][-1]["step"]
+    assert len(bars.patches) == 2 * len(rows)
+    committed = json.loads((BENCHMARKS / "results" / "baselines_tox21.json").read_text())["runs"]
+    assert {r["key"] for r in committed} <= {r["key"] for r in rows}
 
 
 @pytest.mark.parametrize("protocol", ["paper", "deployment"])
