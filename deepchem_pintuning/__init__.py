@@ -29,16 +29,15 @@ _import_deepchem_quietly()
 from deepchem_pintuning.data import FewShotDataset, load_fewshot, load_fewshot_molnet, task_splits  # noqa: E402
 from deepchem_pintuning.episodes import Episode, EpisodeSampler, evaluation_episodes  # noqa: E402
 from deepchem_pintuning.featurizer import PretrainGNNFeaturizer, UnsupportedMoleculeError  # noqa: E402
-from deepchem_pintuning.metalearning import EpisodicMetaLearner  # noqa: E402
+from deepchem_pintuning.metalearning import EpisodicMAML, EpisodicMetaLearner  # noqa: E402
 from deepchem_pintuning.model import PinTuningModel  # noqa: E402
 from deepchem_pintuning.pintuning import PinTuningConfig  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Episode", "EpisodeSampler", "EpisodicMetaLearner", "FewShotDataset", "PinTuningConfig", "PinTuningModel",
-    "PretrainGNNFeaturizer",
-    "UnsupportedMoleculeError", "evaluation_episodes", "load_fewshot", "load_fewshot_molnet", "register", "task_splits",
+    "Episode", "EpisodeSampler", "EpisodicMAML", "EpisodicMetaLearner", "FewShotDataset", "PinTuningConfig",
+    "PinTuningModel", "PretrainGNNFeaturizer", "UnsupportedMoleculeError", "evaluation_episodes", "load_fewshot", "load_fewshot_molnet", "register", "task_splits",
 ]
 
 

@@ -8,8 +8,9 @@
   properties (``meta_steps`` episodes); test molecules are scored by their distance to the two
   class prototypes of the support set.
 * ``maml``: the pre-trained encoder plus a linear head meta-trained with DeepChem's torch MAML
-  (``deepchem.metalearning.torch_maml.MAML``, second order, one inner step) through
-  :class:`EpisodicMetaLearner`, adapted on each test support set with the same inner step.
+  (:class:`EpisodicMAML`, a ``deepchem.metalearning.torch_maml.MAML`` with explicit support and
+  query batches; second order, one inner step) through :class:`EpisodicMetaLearner`, adapted on
+  each test support set with the same inner step.
 * ``ecfp_rf``: ECFP4 (Morgan radius 2, 2,048 bits) and a random forest fitted on the support set
   (FS-Mol's strong simple baseline; no encoder, no meta-training).
 * ``ecfp_aux_rf``: the same forest on ``[ECFP4 || auxiliary labels]``: every molecule's labels on
@@ -38,7 +39,7 @@ from deepchem_pintuning.batching import collate_graphs
 from deepchem_pintuning.data import FewShotDataset
 from deepchem_pintuning.encoder import PretrainedGNN, build_encoder
 from deepchem_pintuning.episodes import Episode, EpisodeSampler, evaluation_episodes
-from deepchem_pintuning.metalearning import EpisodicMetaLearner
+from deepchem_pintuning.metalearning import EpisodicMAML, EpisodicMetaLearner
 
 BASELINES = ("frozen", "finetune", "protonet", "maml", "ecfp_rf", "ecfp_aux_rf")
 FINGERPRINT_BITS = 2048
@@ -169,10 +170,9 @@ def _protonet(vectors: torch.Tensor, data, episode, **_) -> np.ndarray:
 
 def _meta_train_maml(encoder, data, n_shot, seed, meta_steps: int = 50, inner_lr: float = 0.05,
                      meta_batch_size: int = 5, lr: float = 1e-4, **_):
-    from deepchem.metalearning.torch_maml import MAML
     torch.manual_seed(seed)
     learner = GNNMetaLearner(EpisodeSampler(data, n_shot, seed=seed), GraphClassifier(copy.deepcopy(encoder)))
-    maml = MAML(learner, learning_rate=inner_lr, optimization_steps=1, meta_batch_size=meta_batch_size,
+    maml = EpisodicMAML(learner, learning_rate=inner_lr, optimization_steps=1, meta_batch_size=meta_batch_size,
                 optimizer=dc.models.optimizers.Adam(learning_rate=lr))
     maml.fit(meta_steps)
     learner.inner_lr = inner_lr
