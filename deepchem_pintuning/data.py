@@ -25,6 +25,7 @@ import deepchem as dc
 import numpy as np
 import pandas as pd
 from rdkit import rdBase
+from tqdm.auto import tqdm
 
 from deepchem_pintuning.featurized_cache import load_featurized, save_featurized
 from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
@@ -183,6 +184,39 @@ def _quiet_featurization() -> Iterator[None]:
         feat_logger.setLevel(level)
 
 
+@contextlib.contextmanager
+def _featurization_progress(featurizer, total: int, desc: str, enabled: bool) -> Iterator[None]:
+    """A molecule-by-molecule progress bar over whatever DeepChem loader drives ``featurizer``.
+
+    DeepChem's loaders featurize in chunks of thousands, so the bar ticks in the featurizer's
+    per-molecule ``_featurize`` (wrapped on this instance only, for the duration); molecules that
+    RDKit cannot parse never reach it and are counted when their chunk ends.
+    """
+    bar = tqdm(total=total, desc=desc, unit="mol", disable=not enabled)
+    per_molecule, per_chunk = featurizer._featurize, featurizer.featurize
+
+    def featurize_one(datapoint, **kwargs):
+        try:
+            return per_molecule(datapoint, **kwargs)
+        finally:
+            bar.update()
+
+    def featurize_chunk(datapoints, *args, **kwargs):
+        start = bar.n
+        try:
+            return per_chunk(datapoints, *args, **kwargs)
+        finally:
+            if hasattr(datapoints, "__len__"):
+                bar.update(max(0, start + len(datapoints) - bar.n))
+
+    featurizer._featurize, featurizer.featurize = featurize_one, featurize_chunk
+    try:
+        yield
+    finally:
+        del featurizer._featurize, featurizer.featurize
+        bar.close()
+
+
 def _file_digest(path: Path) -> str:
     """First 16 hex digits of the SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
@@ -215,7 +249,8 @@ def load_fewshot(name: str,
                  data_dir: Optional[str] = None,
                  save_dir: Optional[str] = None,
                  featurizer: Optional[dc.feat.Featurizer] = None,
-                 reload: bool = True) -> FewShotDataset:
+                 reload: bool = True,
+                 progress: bool = True) -> FewShotDataset:
     """Load a few-shot molecular property benchmark.
 
     Parameters
@@ -239,6 +274,8 @@ def load_fewshot(name: str,
         could only be cached by pickling).
     reload: bool, default True
         Reuse a cached featurization when one exists.
+    progress: bool, default True
+        Show a progress bar (stderr) while featurizing; a cached dataset loads without one.
 
     Returns
     -------
@@ -274,7 +311,9 @@ def load_fewshot(name: str,
     if cached is None:
         # DeepChem logs every unparsable molecule with a traceback; they are reported once below instead.
         # Its own cache (pickled shards) is written to a scratch folder and never read back.
-        with _quiet_featurization(), tempfile.TemporaryDirectory() as scratch:
+        n_raw = len(_raw_smiles(raw_file))
+        with _quiet_featurization(), tempfile.TemporaryDirectory() as scratch, \
+                _featurization_progress(featurizer, n_raw, f"featurizing {name}", progress):
             if name.startswith("toxcast-"):
                 tasks = list(pd.read_csv(raw_file, nrows=0).columns[1:])
                 featurized = _featurize_toxcast_group(raw_file, tasks, featurizer, scratch)

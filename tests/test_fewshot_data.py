@@ -121,6 +121,28 @@ def test_invalid_smiles_are_counted_and_logged(tmp_path, caplog):
     assert "skipped 2 of 40" in caplog.text
 
 
+def test_featurization_shows_a_progress_bar_over_every_raw_molecule(tmp_path, capsys):
+    """The bar counts all 40 rows (2 unparsable ones included) and the featurizer is left as it was;
+    a cached load and progress=False print nothing."""
+    import deepchem as dc
+    raw = pd.read_csv(project_data_dir() / "tox21" / "tox21.csv.gz").head(40).copy()
+    raw.loc[3, "smiles"] = "C1CC(not smiles"
+    raw.loc[7, "smiles"] = "*C(=O)O"
+    with gzip.open(tmp_path / "tox21.csv.gz", "wt") as handle:
+        raw.to_csv(handle, index=False)
+    featurizer = dc.feat.CircularFingerprint(size=64)
+    load = lambda **kw: load_fewshot("tox21", data_dir=str(tmp_path), save_dir=str(tmp_path / "cache"),
+                                     featurizer=featurizer, **kw)
+    load()
+    bar = capsys.readouterr().err
+    assert "featurizing tox21" in bar and "40/40" in bar, bar
+    assert "_featurize" not in vars(featurizer) and "featurize" not in vars(featurizer)
+    load()
+    assert capsys.readouterr().err == ""
+    load(reload=False, progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_cache_follows_the_raw_file_content(tmp_path):
     """An edited copy of a dataset in another folder is featurized anew, never served from a stale cache."""
     raw = pd.read_csv(project_data_dir() / "tox21" / "tox21.csv.gz")
