@@ -16,14 +16,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-PY="${PYTHON:-python3.11}"
-if [ ! -x .venv/bin/python ]; then
-    echo "[setup] creating .venv with $PY"
-    "$PY" -m venv .venv
-fi
-stamp=.venv/.pintuning-setup-stamp
-want="$(cat scripts/setup_env.sh scripts/constraints.txt setup.cfg | sha256sum | cut -d' ' -f1)"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+source scripts/venv_lib.sh
+venv_create .venv "${PYTHON:-python3.11}"
+if ! venv_needs_install .venv scripts/setup_env.sh scripts/venv_lib.sh scripts/constraints.txt setup.cfg; then
     echo "[setup] .venv is up to date (nothing to install)"
     exit 0
 fi
@@ -31,5 +26,5 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check)
 "${pip[@]}" install -q -c scripts/constraints.txt torch
 "${pip[@]}" install -q --no-deps --ignore-requires-python -c scripts/constraints.txt schnetpack
 "${pip[@]}" install -q -c scripts/constraints.txt -e ".[pintuning,schnet,plot,test]"
-echo "$want" > "$stamp"
+venv_mark_installed .venv
 echo "[setup] done: $(.venv/bin/python -c 'import torch, deepchem, schnetpack; print("torch", torch.__version__, "deepchem", deepchem.__version__, "schnetpack", schnetpack.__version__)')"

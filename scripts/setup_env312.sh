@@ -15,16 +15,12 @@ cd "$root"
 # PYTHON312 if set, else pyenv's newest 3.12, else python3.12 on PATH.
 PY="${PYTHON312:-$(ls -d "$(pyenv root 2>/dev/null || echo ~/.pyenv)"/versions/3.12*/bin/python3.12 2>/dev/null | tail -1)}"
 PY="${PY:-python3.12}"
-if [ ! -x .venv312/bin/python ]; then
-    echo "[setup312] creating .venv312 with $PY"
-    "$PY" -m venv .venv312
-fi
-stamp=.venv312/.schnet-setup-stamp
-want="$(cat scripts/setup_env312.sh scripts/constraints.txt setup.cfg | sha256sum | cut -d' ' -f1)"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+source scripts/venv_lib.sh
+venv_create .venv312 "$PY"
+if venv_needs_install .venv312 scripts/setup_env312.sh scripts/venv_lib.sh scripts/constraints.txt setup.cfg; then
     .venv312/bin/python -m pip --disable-pip-version-check install -q -c scripts/constraints.txt \
         -e ".[schnet,plot,test]"
-    echo "$want" > "$stamp"
+    venv_mark_installed .venv312
 fi
 .venv312/bin/python -c 'import sys, torch, schnetpack; print("[setup312] python", sys.version.split()[0], "torch", torch.__version__, "schnetpack", schnetpack.__version__)'
 .venv312/bin/python -m pytest -q -p no:cacheprovider tests/test_schnet_*.py
