@@ -24,6 +24,8 @@ Examples
 ['b']
 >>> len(cap(mols, 2, seed=0))
 2
+>>> [m.name for m in seeded_order(mols, seed=0)][:2]  # sets of size k: the first k
+['c', 'a']
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ __all__ = [
     "drop_elements",
     "require_element",
     "cap",
+    "seeded_order",
 ]
 
 #: Elements removed from the pre-training sets in the paper.
@@ -235,3 +238,14 @@ def cap(items: Sequence[MoleculeInput], max_size: int, seed: int = 0) -> list[Mo
         return list(items)
     chosen = np.random.default_rng(seed).choice(len(items), size=max_size, replace=False)
     return [items[i] for i in np.sort(chosen)]
+
+
+def seeded_order(items: Sequence[MoleculeInput], seed: int = 0) -> list[MoleculeInput]:
+    """The inputs in one seeded random order, for nested sets of several sizes.
+
+    Unlike :func:`cap`, whose subsamples of different sizes are drawn
+    independently, the first ``k`` inputs of this order are the set of size
+    ``k``: the 10k set is part of the 20k set, which is part of the 50k set,
+    and one labelling run in this order serves every size.
+    """
+    return [items[i] for i in np.random.default_rng(seed).permutation(len(items))]
