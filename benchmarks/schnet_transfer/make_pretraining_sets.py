@@ -1,0 +1,305 @@
+"""Paper-scale GFN2-xTB pre-training sets (10k, 20k, 50k MOSES molecules) and target-similar ones.
+
+Three steps, each resumable and each safe to rerun (``S=benchmarks/schnet_transfer``)::
+
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python $S/make_pretraining_sets.py plan
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python $S/make_pretraining_sets.py label --workers 1
+    .venv/bin/python $S/make_pretraining_sets.py cut
+
+* ``plan`` reads ``data/zinc/moses_subset_100k.csv.gz``, drops the paper's elements (As, Se, Br, Te,
+  I) and every HOPV and FreeSolv molecule (InChIKey connectivity block), and writes
+  ``<work-dir>/plan.json``: one seeded order of the pool (the random set of size N is its first N
+  labelled molecules, so the sets are nested) and the pool ranked by Morgan Tanimoto similarity
+  to HOPV and to FreeSolv (:func:`schnet_transfer.target_similar.select_similar`).
+* ``label`` labels the molecules the sets need into one database,
+  ``<work-dir>/moses_gfn2_labels.db``, with :func:`schnet_transfer.labelling.label_molecules`
+  (GFN2-xTB gap in eV, total energy, ALPB water solvation free energy in kcal/mol), in the
+  order random 10k, 20k, HOPV-similar, FreeSolv-similar, random 50k; a molecule that fails is
+  replaced by the next one of its list.  Interrupt it at any time; rerunning resumes.
+* ``cut`` writes every finished set as its own schnetpack database
+  (``moses_gfn2_random_10k.db``, ..., ``moses_gfn2_hopv_similar_10k.db``) and records sizes and
+  checksums in ``benchmarks/results/schnet_pretraining_sets.json``.  An unfinished set is
+  reported with its progress and not written.
+
+The file SHA-256 of a database changes with every write (ASE stores creation times and the
+user), so the record also holds ``content_sha256``: a digest of input indices, SMILES, atomic
+numbers, positions and labels in set order, the same for the same inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from schnetpack.data import ASEAtomsData
+from tqdm.auto import tqdm
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from schnet_transfer.labelling import label_molecules  # noqa: E402
+from schnet_transfer.pretraining_set import (  # noqa: E402
+    PAPER_EXCLUDED_ELEMENTS, MoleculeInput, drop_elements, read_smiles_table, seeded_order)
+from schnet_transfer.target_similar import (  # noqa: E402
+    TARGETS, exclude_molecules, find_molecules, max_tanimoto, read_target_smiles)
+from schnet_transfer.xtb_labels import LABEL_UNITS, XtbSettings  # noqa: E402
+
+SOURCE = ROOT / "data" / "zinc" / "moses_subset_100k.csv.gz"
+SMILES_COLUMN = "SMILES"
+RANDOM_SIZES = (10_000, 20_000, 50_000)
+SIMILAR_SIZE = 10_000
+#: Ranked candidates kept per target beyond the similar set's size, to replace failures.
+SIMILAR_MARGIN = 0.2
+LABELS_DB = "moses_gfn2_labels.db"
+RESULTS = ROOT / "benchmarks" / "results" / "schnet_pretraining_sets.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _size_name(n: int) -> str:
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+def _relative(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def read_targets(targets_dir: Path) -> dict[str, list[str]]:
+    """SMILES of every target set of :data:`schnet_transfer.target_similar.TARGETS`."""
+    return {name: read_target_smiles(name, Path(targets_dir) / name) for name in TARGETS}
+
+
+def make_plan(source: Path, targets_dir: Path, seed: int, random_sizes=RANDOM_SIZES,
+              similar_size: int = SIMILAR_SIZE) -> dict:
+    """Orders of the pool molecules (source row indices) for every set; see the module docstring.
+
+    The pool is the source without the paper's elements and without every target molecule
+    (InChIKey connectivity block).  Each set names the order it is cut from and its size.
+    """
+    read = read_smiles_table(source, SMILES_COLUMN)
+    filtered = drop_elements(read.items, PAPER_EXCLUDED_ELEMENTS)
+    targets = read_targets(targets_dir)
+    pool = exclude_molecules(filtered, [s for smiles in targets.values() for s in smiles])
+    plan = {
+        "source": _relative(source), "source_sha256": _sha256(source),
+        "smiles_column": SMILES_COLUMN, "excluded_elements": list(PAPER_EXCLUDED_ELEMENTS),
+        "targets_dir": _relative(targets_dir),
+        "target_match": "InChIKey connectivity block (first 14 characters)",
+        "seed": seed,
+        "counts": {"read": len(read.items), "duplicates_skipped": read.duplicates,
+                   "dropped_elements": len(read.items) - len(filtered),
+                   "dropped_target_molecules": len(filtered) - len(pool), "pool": len(pool)},
+        "similarity": "max Tanimoto to the target set, Morgan radius 2, 2048 bits",
+        "sets": {f"random_{_size_name(n)}": {"order": "random", "size": n}
+                 for n in sorted(random_sizes)},
+        "orders": {"random": [m.index for m in seeded_order(pool, seed)]},
+    }
+    keep = int(similar_size * (1 + SIMILAR_MARGIN))
+    for name, smiles in targets.items():
+        similarity = max_tanimoto(pool, smiles)
+        ranked = np.lexsort(([m.index for m in pool], -np.nan_to_num(similarity, nan=-1.0)))
+        ranked = [i for i in ranked[:keep] if not np.isnan(similarity[i])]
+        plan["orders"][f"{name}_similar"] = [pool[i].index for i in ranked]
+        plan[f"{name}_similarity"] = [round(float(similarity[i]), 6) for i in ranked]
+        plan["sets"][f"{name}_similar_{_size_name(similar_size)}"] = {
+            "order": f"{name}_similar", "size": similar_size}
+    return plan
+
+
+def priority(plan: dict) -> list[str]:
+    """Labelling order of the sets: the random ones by size, the largest after the others."""
+    names = sorted(plan["sets"], key=lambda n: plan["sets"][n]["size"])
+    random = [n for n in names if plan["sets"][n]["order"] == "random"]
+    return random[:-1] + [n for n in names if n not in random] + random[-1:]
+
+
+def load_plan(args) -> dict:
+    """The cached plan of ``--work-dir``, computed first when missing (a few minutes)."""
+    path = args.work_dir / "plan.json"
+    if path.is_file():
+        plan = json.loads(path.read_text())
+        if plan["seed"] != args.seed or plan["source_sha256"] != _sha256(args.source):
+            raise ValueError(f"{path} was made from another seed or source file; use another "
+                             "--work-dir or remove it")
+        return plan
+    print("planning the sets (InChIKeys and fingerprints of the pool, a few minutes)...",
+          file=sys.stderr, flush=True)
+    plan = make_plan(args.source, args.targets_dir, args.seed, args.sizes, args.similar_size)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plan))
+    return plan
+
+
+def label_state(db: Path) -> tuple[set[int], set[int]]:
+    """Source indices labelled and failed in the labels database (empty when it does not exist)."""
+    if not db.exists():
+        return set(), set()
+    data = ASEAtomsData(str(db))
+    labelled = {int(row.input_index) for row in data.conn.select(include_data=False)}
+    return labelled, {int(k) for k in data.metadata["failures"]}
+
+
+def walk(order: list[int], size: int, labelled: set[int], failed: set[int]):
+    """The set of ``size`` from ``order``: its members so far and the indices still to label.
+
+    Members are the first ``size`` labelled molecules of the order; a failed molecule is
+    skipped; the set is final when nothing before its last member is still unlabelled.
+    """
+    members, pending = [], []
+    for index in order:
+        if len(members) + len(pending) == size:
+            break
+        if index in failed:
+            continue
+        (members if index in labelled else pending).append(index)
+    return members, pending
+
+
+def label(args) -> None:
+    """Label what the sets still need, in :func:`priority` order, until every set is final."""
+    plan = load_plan(args)
+    db = args.work_dir / LABELS_DB
+    smiles = {m.index: m.smiles for m in read_smiles_table(args.source, SMILES_COLUMN).items}
+    settings = XtbSettings(seed=args.seed)
+    while True:
+        labelled, failed = label_state(db)
+        pending = {}  # insertion-ordered: the sets' needs in priority order
+        for name in priority(plan):
+            spec = plan["sets"][name]
+            _, needed = walk(plan["orders"][spec["order"]], spec["size"], labelled, failed)
+            print(f"{name}: {len(needed)} molecules to label", file=sys.stderr, flush=True)
+            pending.update(dict.fromkeys(needed))
+        if not pending:
+            return
+        items = [MoleculeInput(i, smiles[i], smiles=smiles[i]) for i in pending]
+        # one worker runs in this process (a second process would only add its start-up)
+        label_molecules(items, str(db), settings, n_workers=args.workers,
+                        processes=args.workers > 1, progress=not args.no_progress)
+
+
+def _rows(db: Path, wanted: set[int]) -> dict[int, object]:
+    data = ASEAtomsData(str(db))
+    return {int(r.input_index): r for r in data.conn.select() if int(r.input_index) in wanted}
+
+
+def content_sha256(rows: list) -> str:
+    """Digest of input index, SMILES, atomic numbers, positions and labels, in set order."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(f"{row.input_index}\t{row.smiles}\n".encode())
+        digest.update(np.asarray(row.numbers, dtype=np.int64).tobytes())
+        digest.update(np.asarray(row.positions, dtype=np.float64).tobytes())
+        for key in LABEL_UNITS:
+            digest.update(np.asarray(row.data[key], dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def write_set(out: Path, rows: list, source: ASEAtomsData, description: dict) -> None:
+    """A new schnetpack database holding ``rows`` in order (replacing ``out``)."""
+    tmp = out.with_suffix(".tmp.db")
+    tmp.unlink(missing_ok=True)
+    data = ASEAtomsData.create(str(tmp), distance_unit="Ang", property_unit_dict=LABEL_UNITS)
+    data.update_metadata(provenance=source.metadata["provenance"], pretraining_set=description)
+    data.add_systems(
+        [{k: np.asarray(r.data[k]) for k in LABEL_UNITS} for r in rows],
+        [r.toatoms() for r in rows],
+        [{"input_index": r.input_index, "name": r.name, "smiles": r.smiles, "charge": r.charge}
+         for r in rows],
+    )
+    os.replace(tmp, out)
+
+
+def cut(args) -> dict:
+    plan = load_plan(args)
+    db = args.work_dir / LABELS_DB
+    labelled, failed = label_state(db)
+    targets = [s for smiles in read_targets(args.targets_dir).values() for s in smiles]
+    record = {"labels_db": _relative(db), "labelled": len(labelled), "failed": len(failed),
+              "plan": {k: v for k, v in plan.items() if k != "orders" and
+                       not k.endswith("_similarity")}, "sets": {}}
+    for name, spec in tqdm(plan["sets"].items(), desc="sets", disable=args.no_progress):
+        order = plan["orders"][spec["order"]]
+        members, pending = walk(order, spec["size"], labelled, failed)
+        entry = {"order": spec["order"], "size": spec["size"], "labelled": len(members),
+                 "complete": not pending and len(members) == spec["size"]}
+        if not pending and members:
+            by_index = _rows(db, set(members))
+            rows = [by_index[i] for i in members]
+            leaked = find_molecules([r.smiles for r in rows], targets)
+            if leaked:
+                raise ValueError(
+                    f"set {name} holds target molecules, e.g. {rows[leaked[0]].smiles}")
+            skipped = [i for i in order[: order.index(members[-1]) + 1] if i in failed]
+            out = args.work_dir / f"moses_gfn2_{name}.db"
+            write_set(out, rows, ASEAtomsData(str(db)), {
+                "name": name, "rule": f"first {spec['size']} labelled molecules of the "
+                f"'{spec['order']}' order of plan.json", "source": plan["source"],
+                "seed": plan["seed"], "failed_skipped": skipped})
+            entry.update(path=_relative(out), bytes=out.stat().st_size, sha256=_sha256(out),
+                         content_sha256=content_sha256(rows), failed_skipped=len(skipped),
+                         target_molecules=len(leaked))
+            if spec["order"] != "random":
+                target = spec["order"].removesuffix("_similar")
+                similarity = dict(zip(order, plan[f"{target}_similarity"]))
+                values = [similarity[i] for i in members]
+                entry["tanimoto_to_" + target] = {
+                    "min": min(values), "median": float(np.median(values)), "max": max(values)}
+        record["sets"][name] = entry
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record["sets"], indent=2))
+    return record
+
+
+def _sizes(text: str) -> list[int]:
+    sizes = [int(t) for t in text.split(",")]
+    if min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"sizes must be >= 1, got {text}")
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("step", choices=["plan", "label", "cut"])
+    parser.add_argument("--work-dir", type=Path, default=ROOT / "runs/schnet_paper/pretrain")
+    parser.add_argument("--source", type=Path, default=SOURCE, help="SMILES table (column SMILES)")
+    parser.add_argument("--targets-dir", type=Path, default=ROOT / "data",
+                        help="folder holding hopv/ and freesolv/")
+    parser.add_argument("--sizes", type=_sizes, default=list(RANDOM_SIZES),
+                        help="random set sizes, comma-separated")
+    parser.add_argument("--similar-size", type=int, default=SIMILAR_SIZE)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the order and embedding")
+    parser.add_argument("--workers", type=int, default=1, help="Dask workers of 'label'")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON written by 'cut'")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.workers < 1 or args.similar_size < 1:
+        parser.error("--workers and --similar-size must be >= 1")
+    args.work_dir = args.work_dir.resolve()
+    try:
+        {"plan": load_plan, "label": label, "cut": cut}[args.step](args)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
