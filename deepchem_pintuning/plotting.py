@@ -7,7 +7,7 @@ keep it). ``pintuning plot --model-dir DIR`` draws all three for a saved model.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -23,12 +23,15 @@ from deepchem_pintuning.inductive import AdaptedSupport, adapt_to_support
 from deepchem_pintuning.pintuning import EpisodeInputs, PinTuning
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
     from deepchem_pintuning.model import PinTuningModel
 
 CLASS_STYLE = ((0, "inactive", "tab:blue"), (1, "active", "tab:red"))
 
 
-def roc_pr_curves(result: Dict, title: str = ""):
+def roc_pr_curves(result: Dict, title: str = "") -> "Figure":
     """ROC and precision-recall curves, one per property, of ``evaluate_fewshot(..., return_scores=True)``.
 
     Examples
@@ -63,7 +66,7 @@ def roc_pr_curves(result: Dict, title: str = ""):
     return fig
 
 
-def learning_curve(history: Union[str, Path, pd.DataFrame], title: str = ""):
+def learning_curve(history: Union[str, Path, pd.DataFrame], title: str = "") -> "Figure":
     """Meta-training loss (and ROC-AUC at each evaluation) vs outer step, from ``training_history.csv``.
 
     Examples
@@ -91,8 +94,8 @@ def learning_curve(history: Union[str, Path, pd.DataFrame], title: str = ""):
     return fig
 
 
-def evaluation_curves(runs: Mapping[str, Sequence[Sequence[Dict]]], ax=None, key: str = "eval_roc_auc",
-                      title: str = "Pin-Tuning during meta-training"):
+def evaluation_curves(runs: Mapping[str, Sequence[Sequence[Dict]]], ax: Optional["Axes"] = None,
+                      key: str = "eval_roc_auc", title: str = "Pin-Tuning during meta-training") -> "Figure":
     """ROC-AUC at each evaluation vs outer step: one line per run, one colour per configuration.
 
     ``runs`` maps a configuration name to its runs (e.g. one per seed), each a sequence of records
@@ -153,6 +156,16 @@ def adaptation_embeddings(model: "PinTuningModel", data: FewShotDataset, task: s
     dict
         ``before`` and ``after`` ``[n, emb_dim]``, ``labels`` (0/1), ``scores`` (the model's
         probability of activity for each molecule), ``indices`` (rows of ``data``), and ``task``.
+
+    Examples
+    --------
+    >>> from deepchem_pintuning import PinTuningModel, load_fewshot
+    >>> data = load_fewshot("toxcast-CLD")
+    >>> model = PinTuningModel.for_dataset(data, n_shot=5, emb_dim=32, num_layer=2, adapter_dim=8,
+    ...                                    encoder="gin_scratch", seed=0)
+    >>> embeddings = adaptation_embeddings(model, data, data.test_tasks[0], per_class=10)
+    >>> embeddings["before"].shape, embeddings["after"].shape, np.bincount(embeddings["labels"].astype(int)).tolist()
+    ((20, 32), (20, 32), [10, 10])
     """
     if protocol not in ("paper", "deployment"):
         raise ValueError(f"protocol must be 'paper' or 'deployment', got {protocol!r}")
@@ -181,7 +194,7 @@ def adaptation_embeddings(model: "PinTuningModel", data: FewShotDataset, task: s
 
 
 def _classifier_inputs(network: PinTuning, adapted: AdaptedSupport, support: Sequence,
-                       chunks: Sequence) -> tuple:
+                       chunks: Sequence) -> Tuple[np.ndarray, np.ndarray]:
     """Classifier inputs ``[f || c_m || c_p || a]`` and logits of the molecules of each ``(graphs, auxiliary
     labels)`` chunk, each chunk on a context graph with the support molecules (eval mode, adapted weights)."""
     captured: list = []
@@ -208,7 +221,8 @@ def _classifier_inputs(network: PinTuning, adapted: AdaptedSupport, support: Seq
     return np.concatenate(features), np.concatenate(logits)
 
 
-def embedding_view(embeddings: Dict[str, np.ndarray], method: str = "pca", seed: int = 0, title: str = ""):
+def embedding_view(embeddings: Dict[str, np.ndarray], method: str = "pca", seed: int = 0,
+                   title: str = "") -> "Figure":
     """Two panels, molecules before and after adaptation (:func:`adaptation_embeddings`) in 2-D, coloured by label.
 
     Each panel has its own projection: ``"pca"`` (axes labelled with the share of variance
