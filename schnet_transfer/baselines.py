@@ -39,7 +39,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 from threadpoolctl import threadpool_limits
 
-__all__ = ["soap_features", "fit_baselines", "run_baselines"]
+__all__ = ["soap_features", "predict_baselines", "fit_baselines", "run_baselines"]
 
 
 def _molecules(db: str | os.PathLike, property: str) -> tuple[list[Atoms], np.ndarray]:
@@ -99,12 +99,13 @@ def _best_on_validation(candidates, X_train, y_train, X_val, y_val):
     return fitted[int(np.argmin(maes))]
 
 
-def fit_baselines(
+def predict_baselines(
     X: np.ndarray, y: np.ndarray, split: Mapping[str, np.ndarray], seed: int = 0
-) -> dict[str, float]:
-    """Fit KRR, MLP and gradient boosting on ``train_idx``; test MAEs on ``test_idx``.
+) -> dict[str, np.ndarray]:
+    """Fit KRR, MLP and gradient boosting on ``train_idx``; their predictions of ``test_idx``.
 
-    ``mean`` is the MAE of predicting the training mean, the floor any model must beat.
+    ``mean`` predicts the training mean for every test molecule, the floor any
+    model must beat.
     """
     train, val, test = (np.asarray(split[k], dtype=int) for k in ("train_idx", "val_idx", "test_idx"))
     if len(train) < 2 or len(test) < 1:
@@ -124,9 +125,18 @@ def fit_baselines(
                 [_mlp(a, seed) for a in (1e-3, 1e-2, 1e-1, 1.0)], X[train], y[train], X[val], y[val])
         else:
             fitted["soap_mlp"] = _mlp(1e-2, seed).fit(X[train], y[train])
-        maes = {n: float(np.abs(m.predict(X[test]) - y[test]).mean()) for n, m in fitted.items()}
-    maes["mean"] = float(np.abs(y[train].mean() - y[test]).mean())
-    return dict(sorted(maes.items()))
+        predictions = {n: np.asarray(m.predict(X[test]), dtype=float) for n, m in fitted.items()}
+    predictions["mean"] = np.full(len(test), y[train].mean())
+    return dict(sorted(predictions.items()))
+
+
+def fit_baselines(
+    X: np.ndarray, y: np.ndarray, split: Mapping[str, np.ndarray], seed: int = 0
+) -> dict[str, float]:
+    """Test MAEs of :func:`predict_baselines` (``mean``: predicting the training mean)."""
+    test = np.asarray(split["test_idx"], dtype=int)
+    return {name: float(np.abs(pred - y[test]).mean())
+            for name, pred in predict_baselines(X, y, split, seed).items()}
 
 
 def run_baselines(

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from schnetpack.transform import Transform
 
-__all__ = ["fit_linear_calibration", "LinearCalibration"]
+__all__ = ["fit_linear_calibration", "LinearCalibration", "CalibratedResidual"]
 
 
 def fit_linear_calibration(cheap: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
@@ -105,4 +105,79 @@ class LinearCalibration(Transform):
     def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         cheap = inputs[self._cheap_property]
         inputs[self._property] = cheap * self.slope.to(cheap.dtype) + self.intercept.to(cheap.dtype)
+        return inputs
+
+
+class CalibratedResidual(LinearCalibration):
+    """Delta-learning target: ``property`` minus the calibrated cheap label, or plus it.
+
+    As a data preprocessor (``inverse=False``) it replaces ``inputs[property]``
+    by the residual ``property - (slope * cheap + intercept)``, with the
+    calibration fitted on the training split only; a model trained on these
+    inputs learns the residual.  As a model postprocessor (``inverse=True``,
+    after the normalizer's inverse) it adds the calibrated cheap label back,
+    so the model predicts ``baseline + residual`` in the target's units.  The
+    inverse instance takes the fit of the forward instance among the
+    datamodule's training transforms, so both use one calibration.
+
+    Parameters
+    ----------
+    property
+        Target property (replaced by the residual, or by the full prediction).
+    cheap_property
+        The cheap label of the same molecule (e.g. ``xtb_gap``); it must be
+        loaded with the data, also at prediction time.
+    inverse
+        False: subtract the baseline (preprocessing); True: add it (postprocessing).
+    slope, intercept
+        Fixed calibration; when omitted, taken from the training split.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from schnet_transfer.calibration import CalibratedResidual
+    >>> to_residual = CalibratedResidual("gap", "xtb_gap", slope=2.0, intercept=0.5)
+    >>> to_target = CalibratedResidual("gap", "xtb_gap", inverse=True, slope=2.0, intercept=0.5)
+    >>> residual = to_residual({"gap": torch.tensor([4.0]), "xtb_gap": torch.tensor([1.5])})
+    >>> residual["gap"].tolist()
+    [0.5]
+    >>> to_target({"gap": torch.tensor([0.5]), "xtb_gap": torch.tensor([1.5])})["gap"].tolist()
+    [4.0]
+    """
+
+    def __init__(
+        self,
+        property: str,
+        cheap_property: str,
+        inverse: bool = False,
+        slope: Optional[float] = None,
+        intercept: Optional[float] = None,
+    ):
+        super().__init__(property, cheap_property, slope, intercept)
+        self.inverse = inverse
+
+    def datamodule(self, _datamodule) -> None:
+        """Fit on the training split (forward) or copy the forward instance's fit (inverse)."""
+        if bool(self.initialized):
+            return
+        forward = self._forward_instance(_datamodule) if self.inverse else None
+        if forward is None:
+            super().datamodule(_datamodule)
+            return
+        forward.datamodule(_datamodule)
+        self.slope, self.intercept = forward.slope.clone(), forward.intercept.clone()
+        self.initialized = torch.tensor(True)
+
+    def _forward_instance(self, _datamodule) -> Optional["CalibratedResidual"]:
+        for t in getattr(_datamodule, "train_transforms", None) or []:
+            if isinstance(t, CalibratedResidual) and not t.inverse and t is not self \
+                    and t._property == self._property:
+                return t
+        return None
+
+    def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        value = inputs[self._property]
+        cheap = inputs[self._cheap_property].to(value.dtype)
+        baseline = cheap * self.slope.to(value.dtype) + self.intercept.to(value.dtype)
+        inputs[self._property] = value + baseline if self.inverse else value - baseline
         return inputs

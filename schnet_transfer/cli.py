@@ -16,6 +16,12 @@ SOAP baselines on the split of a finished ``spktrain`` run::
 
     schnet-transfer baselines ~/.cache/schnet_transfer/hopv.db gap --split runs/<id>/split.npz
 
+The paper's 5 folds as schnetpack split files, and plots of protocol cells::
+
+    schnet-transfer folds ~/.cache/schnet_transfer/hopv.db folds/hopv
+    schnet-transfer plot parity benchmarks/results/schnet_transfer_paper/cells/hopv parity.png
+    schnet-transfer plot curve benchmarks/results/schnet_transfer_paper/cells/hopv curve.png
+
 Errors the user can cause (a bad flag, a missing or malformed file, a
 conflicting duplicate id, a database in use by another run, ...) print one
 line ``schnet-transfer <command>: error: <what and where>`` on stderr and exit
@@ -101,6 +107,11 @@ def _add_convert(sub) -> None:
     p.add_argument("source_dir", help="folder with the shipped files (data/hopv, data/freesolv)")
     p.add_argument("out", help="output .db (must not exist)")
     p.add_argument("--limit", type=int, default=None, help="first N molecules only")
+    p.add_argument(
+        "--label", choices=["expt", "calc"], default=None,
+        help="FreeSolv only: experimental value (expt, default) or FreeSolv's calculated "
+             "GAFF value (calc, the label of Kirschbaum & Bande)",
+    )
 
 
 def _add_baselines(sub) -> None:
@@ -112,6 +123,23 @@ def _add_baselines(sub) -> None:
     p.add_argument("--out", default=None, help="write the MAEs as JSON here")
 
 
+def _add_folds(sub) -> None:
+    p = sub.add_parser("folds", help="k-fold train/validation/test split files (paper protocol)")
+    p.add_argument("db", help="ASE database of the target set")
+    p.add_argument("out_dir", help="writes fold0.npz ... for spktrain data.split_file=")
+    p.add_argument("--k", type=_positive_int, default=5)
+    p.add_argument("--seed", type=int, default=12345, help="KFold shuffle seed (paper: 12345)")
+
+
+def _add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="parity plot or error vs training-set size from protocol cells")
+    p.add_argument("kind", choices=["parity", "curve"])
+    p.add_argument("cells", help="folder of cell JSON files (one target)")
+    p.add_argument("out", help="image file (.png, .pdf, .svg)")
+    p.add_argument("--methods", nargs="+", default=None, help="models to show (default: all)")
+    p.add_argument("--metric", choices=["mae", "rmse"], default="mae", help="curve only")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``schnet-transfer``."""
     parser = _Parser(prog="schnet-transfer", description=__doc__.split("\n")[0])
@@ -119,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_label(sub)
     _add_convert(sub)
     _add_baselines(sub)
+    _add_folds(sub)
+    _add_plot(sub)
     return parser
 
 
@@ -186,8 +216,13 @@ def _label(args) -> dict:
 def _convert(args) -> dict:
     from .datasets import convert_freesolv, convert_hopv
 
-    convert = {"hopv": convert_hopv, "freesolv": convert_freesolv}[args.dataset]
-    return {"db": convert(args.source_dir, args.out, limit=args.limit)}
+    if args.dataset == "hopv":
+        if args.label is not None:
+            raise ValueError("--label applies to freesolv only")
+        return {"db": convert_hopv(args.source_dir, args.out, limit=args.limit)}
+    label = args.label or "expt"
+    return {"db": convert_freesolv(args.source_dir, args.out, limit=args.limit, label=label),
+            "label": label}
 
 
 def _baselines(args) -> dict:
@@ -198,6 +233,48 @@ def _baselines(args) -> dict:
         with open(args.out, "w") as f:
             json.dump(maes, f, indent=2)
     return maes
+
+
+def _folds(args) -> dict:
+    from schnetpack.data import ASEAtomsData
+
+    from .kfold import kfold_splits, write_split_files
+
+    if not os.path.isfile(args.db):
+        raise FileNotFoundError(f"no such database: {args.db}")
+    splits = kfold_splits(len(ASEAtomsData(args.db)), args.k, args.seed)
+    paths = write_split_files(splits, args.out_dir)
+    return {"splits": paths, "sizes": [[len(s[k]) for k in ("train_idx", "val_idx", "test_idx")]
+                                       for s in splits]}
+
+
+def _plot(args) -> dict:
+    import matplotlib.pyplot as plt
+
+    from .plotting import cells_learning_curves, cells_parity, error_vs_size, load_cells, parity_plot
+
+    if not os.path.isdir(args.cells):
+        raise FileNotFoundError(f"no such folder of cells: {args.cells}")
+    cells = load_cells(args.cells)
+    targets = {c["target"] for c in cells}
+    if len(targets) != 1:
+        raise ValueError(f"{args.cells} must hold the cells of one target, found {sorted(targets) or 'none'}")
+    unit = cells[0]["unit"]
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    if args.kind == "parity":
+        y, predictions = cells_parity(cells, methods=args.methods)
+        parity_plot(y, predictions, unit, ax=ax, title=f"{cells[0]['target']}: test folds pooled")
+        shown = sorted(predictions)
+    else:
+        curves = cells_learning_curves(cells, methods=args.methods, metric=args.metric)
+        if not curves:
+            raise ValueError(f"no model in {args.cells} has 2 or more folds at any size")
+        error_vs_size(curves, unit, ax=ax, metric=args.metric.upper(), title=cells[0]["target"])
+        shown = sorted(curves)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    plt.close(fig)
+    return {"plot": args.out, "models": shown}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         prog = f"{parser.prog} {args.command}"
-        run = {"label": _label, "convert": _convert, "baselines": _baselines}[args.command]
+        run = {"label": _label, "convert": _convert, "baselines": _baselines, "folds": _folds,
+               "plot": _plot}[args.command]
         result = run(args)
     except (FileNotFoundError, FileExistsError, KeyError, ValueError,
             DatabaseLockedError) as err:

@@ -2,13 +2,14 @@
 
 * HOPV15 (``kirschbaum_hopv.csv.gz``): conformer-1 geometries with PBE0/def2-SVP
   HOMO, LUMO and gap.  The file stores them in **Hartree**; they are written in eV.
-* FreeSolv v0.52: geometries from ``sdffiles.tar.gz`` and the **experimental**
-  hydration free energy ``expt`` (kcal/mol) from ``database.txt`` (the
-  ``hfe`` column of ``kirschbaum_freesolv.csv.gz`` is the calculated value and
-  is not used).
+* FreeSolv v0.52: geometries from ``sdffiles.tar.gz`` and a hydration free
+  energy (kcal/mol) from ``database.txt``: ``label="expt"`` (default) the
+  experimental value, ``label="calc"`` FreeSolv's calculated (GAFF/TIP3P
+  alchemical) value, the label Kirschbaum & Bande trained on (the ``hfe``
+  column of ``kirschbaum_freesolv.csv.gz`` equals ``calc`` for all 642).
 
 Command line: ``schnet-transfer convert hopv data/hopv OUT.db`` and
-``schnet-transfer convert freesolv data/freesolv OUT.db``.
+``schnet-transfer convert freesolv [--label calc] data/freesolv OUT.db``.
 
 Examples
 --------
@@ -38,7 +39,13 @@ from ase.units import Hartree
 from rdkit import Chem
 from schnetpack.data import ASEAtomsData
 
-__all__ = ["convert_hopv", "convert_freesolv", "read_freesolv_table"]
+__all__ = ["convert_hopv", "convert_freesolv", "read_freesolv_table", "FREESOLV_LABELS"]
+
+#: FreeSolv label choices of :func:`convert_freesolv` and what they are.
+FREESOLV_LABELS = {
+    "expt": "expt (experimental hydration free energy) from database.txt",
+    "calc": "calc (calculated GAFF/TIP3P alchemical hydration free energy) from database.txt",
+}
 
 
 def _new_db(out: str | Path, units: dict[str, str], source: dict) -> ASEAtomsData:
@@ -123,9 +130,9 @@ def read_freesolv_table(path: str | Path) -> pd.DataFrame:
 
 
 def convert_freesolv(
-    source_dir: str | Path, out: str | Path, limit: int | None = None
+    source_dir: str | Path, out: str | Path, limit: int | None = None, label: str = "expt"
 ) -> str:
-    """Write FreeSolv (SDF geometries + experimental hydration free energy) to a database.
+    """Write FreeSolv (SDF geometries + a hydration free energy) to a database.
 
     Parameters
     ----------
@@ -135,7 +142,24 @@ def convert_freesolv(
         New ``.db`` path.
     limit
         Convert only the first ``limit`` compounds of ``database.txt``.
+    label
+        ``"expt"``: experimental value; ``"calc"``: FreeSolv's calculated
+        (GAFF) value, as in Kirschbaum & Bande.  Stored as
+        ``hydration_free_energy``; the database's provenance names the choice.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from schnetpack.data import ASEAtomsData
+    >>> folder = tempfile.mkdtemp()
+    >>> expt = ASEAtomsData(convert_freesolv("data/freesolv", os.path.join(folder, "e.db"), limit=1))
+    >>> calc = ASEAtomsData(convert_freesolv("data/freesolv", os.path.join(folder, "c.db"), limit=1,
+    ...                                      label="calc"))
+    >>> float(expt[0]["hydration_free_energy"][0]), float(calc[0]["hydration_free_energy"][0])
+    (-2.49, -3.3)
     """
+    if label not in FREESOLV_LABELS:
+        raise ValueError(f"FreeSolv label must be one of {sorted(FREESOLV_LABELS)}, got {label!r}")
     source_dir = Path(source_dir)
     table = read_freesolv_table(source_dir / "database.txt").iloc[:limit]
     blocks = {}
@@ -148,7 +172,7 @@ def convert_freesolv(
         {"hydration_free_energy": "kcal/mol"},
         {
             "dataset": "FreeSolv v0.52 (Mobley & Guthrie 2014)",
-            "label": "expt (experimental hydration free energy) from database.txt",
+            "label": FREESOLV_LABELS[label],
             "geometries": "sdffiles.tar.gz",
         },
     )
@@ -164,6 +188,6 @@ def convert_freesolv(
                 positions=mol.GetConformer().GetPositions(),
             ),
             atoms_metadata={"name": compound, "smiles": row["smiles"]},
-            hydration_free_energy=np.array([row["expt"]]),
+            hydration_free_energy=np.array([row[label]]),
         )
     return str(out)

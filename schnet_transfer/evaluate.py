@@ -35,11 +35,14 @@ def predict(
     batch_size: int = 32,
     postprocess: bool = True,
     trust_pickle: bool = False,
+    extra_properties: Sequence[str] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predictions and reference values of ``indices``.
 
     With ``postprocess`` (default) predictions are in physical units; without,
-    they are the raw (standardized) network outputs.
+    they are the raw (standardized) network outputs.  ``extra_properties``
+    are loaded with the data for postprocessors that read them (the cheap
+    label of a Delta-learning model, ``xtb_gap``).
 
     Raises
     ------
@@ -66,7 +69,7 @@ def predict(
     cutoff = float(model.representation.cutoff)
     data = ASEAtomsData(
         str(db),
-        load_properties=[property],
+        load_properties=[property, *extra_properties],
         transforms=[spk.transform.MatScipyNeighborList(cutoff), spk.transform.CastTo32()],
     ).subset(list(map(int, indices)))
     predictions, references = [], []

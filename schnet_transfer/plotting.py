@@ -1,0 +1,162 @@
+"""Plots of the paper protocol: parity plots and test error against training-set size.
+
+Both functions draw on a matplotlib ``Axes`` (a new figure when none is given)
+and take plain arrays, so they serve the cells of
+:mod:`schnet_transfer.paper` (``cells_parity`` / ``cells_learning_curves``
+collect them) and any other predictions.  ``schnet-transfer plot parity`` and
+``schnet-transfer plot curve`` draw them from a folder of cells.
+
+Examples
+--------
+>>> import numpy as np
+>>> from schnet_transfer.plotting import parity_plot, error_vs_size
+>>> ax = parity_plot(np.array([1.0, 2.0, 3.0]), {"model": np.array([1.1, 1.9, 3.2])}, unit="eV")
+>>> ax.get_xlabel(), len(ax.collections)
+('reference (eV)', 1)
+>>> ax = error_vs_size({"model": ([25, 50, 100], [0.3, 0.2, 0.15], [0.02, 0.02, 0.01])}, unit="eV")
+>>> ax.get_ylabel(), len(ax.lines) >= 1
+('test MAE (eV)', True)
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["parity_plot", "error_vs_size", "load_cells", "cells_parity", "cells_learning_curves"]
+
+
+def _axes(ax):
+    return plt.subplots(figsize=(4.5, 4.0))[1] if ax is None else ax
+
+
+def parity_plot(y_true: np.ndarray, predictions: Mapping[str, np.ndarray], unit: str = "",
+                ax=None, title: str | None = None):
+    """Predicted against reference values, one scatter per model, with the line y = x.
+
+    Parameters
+    ----------
+    y_true
+        Reference values, shared by all models.
+    predictions
+        Model name -> predictions of the same molecules; the legend shows the MAE.
+    unit
+        Unit for the axis labels.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    ax = _axes(ax)
+    y_true = np.asarray(y_true, float)
+    values = [y_true]
+    for name, pred in predictions.items():
+        pred = np.asarray(pred, float)
+        if pred.shape != y_true.shape:
+            raise ValueError(f"{name}: {pred.shape} predictions for {y_true.shape} references")
+        ax.scatter(y_true, pred, s=8, alpha=0.6,
+                   label=f"{name} (MAE {np.abs(pred - y_true).mean():.3g})")
+        values.append(pred)
+    low, high = float(min(v.min() for v in values)), float(max(v.max() for v in values))
+    ax.plot([low, high], [low, high], color="black", lw=0.8, label="y = x")
+    suffix = f" ({unit})" if unit else ""
+    ax.set_xlabel(f"reference{suffix}")
+    ax.set_ylabel(f"predicted{suffix}")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def error_vs_size(curves: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
+                  unit: str = "", ax=None, metric: str = "MAE", title: str | None = None):
+    """Test error against training-set size, one line with error bars per model.
+
+    Parameters
+    ----------
+    curves
+        Model name -> ``(sizes, mean error, spread)``, e.g. the spread over folds.
+    unit
+        Unit of the error.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    ax = _axes(ax)
+    for name, (sizes, mean, spread) in curves.items():
+        order = np.argsort(sizes)
+        ax.errorbar(np.asarray(sizes, float)[order], np.asarray(mean, float)[order],
+                    yerr=np.asarray(spread, float)[order], marker="o", ms=4, capsize=3, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("training molecules")
+    ax.set_ylabel(f"test {metric}" + (f" ({unit})" if unit else ""))
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def load_cells(folder: str | Path) -> list[dict]:
+    """Every cell JSON under ``folder`` (recursively), in file-name order."""
+    return [json.loads(p.read_text()) for p in sorted(Path(folder).rglob("*.json"))]
+
+
+def _label(cell: dict) -> str:
+    return cell["method"] + (f"@{cell['pretrain']}" if cell.get("pretrain") else "")
+
+
+def cells_parity(cells: Sequence[dict], methods: Sequence[str] | None = None,
+                 full_size: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Test references and predictions pooled over folds, for models present in every fold.
+
+    ``full_size`` keeps the cells trained on whole training folds (``size``
+    ``"all"``), else the smallest ``n_train`` of each model and fold.  Returns
+    ``(y_true, {model: y_pred})`` ordered by molecule index.
+    """
+    by_model = defaultdict(dict)
+    for c in cells:
+        if full_size != (c["size"] == "all"):
+            continue
+        if methods is None or _label(c) in methods or c["method"] in methods:
+            by_model[_label(c)][c["fold"]] = c
+    folds = {c["fold"] for c in cells}
+    complete = {m: f for m, f in by_model.items() if set(f) == folds}
+    if not complete:
+        raise ValueError("no model has cells for every fold")
+    first = next(iter(complete.values()))
+    idx = np.concatenate([first[f]["test_idx"] for f in sorted(folds)])
+    order = np.argsort(idx)
+    y_true = np.concatenate([first[f]["y_true"] for f in sorted(folds)])[order]
+    preds = {m: np.concatenate([f[k]["y_pred"] for k in sorted(folds)])[order]
+             for m, f in complete.items()}
+    return y_true, preds
+
+
+def cells_learning_curves(cells: Sequence[dict], methods: Sequence[str] | None = None,
+                          metric: str = "mae") -> dict[str, tuple[list, list, list]]:
+    """``{model: (sizes, mean, sample std over folds)}`` for sizes with at least 2 folds.
+
+    Cells are grouped by their nominal ``size`` (``"all"`` is the whole
+    training fold, 209-210 molecules on HOPV, plotted at the mean ``n_train``).
+    """
+    values = defaultdict(lambda: defaultdict(list))
+    for c in cells:
+        if methods is None or _label(c) in methods or c["method"] in methods:
+            values[_label(c)][c["size"]].append((c["n_train"], c[metric]))
+    curves = {}
+    for model, by_size in values.items():
+        points = sorted((float(np.mean([n for n, _ in v])), float(np.mean([e for _, e in v])),
+                         float(np.std([e for _, e in v], ddof=1)))
+                        for v in by_size.values() if len(v) >= 2)
+        if points:
+            curves[model] = tuple(list(column) for column in zip(*points))
+    return curves

@@ -1,0 +1,178 @@
+"""Summaries of the paper-protocol cells: mean +- sd over folds, paired tests, tables, figure.
+
+:func:`write_report` reads every cell JSON written by
+:class:`schnet_transfer.paper.Protocol` and writes ``<out>.json`` (all
+numbers), ``<out>.md`` (tables generated from that JSON) and ``<out>.png``
+(parity plots and learning curves, :mod:`schnet_transfer.plotting`).
+
+Examples
+--------
+>>> from schnet_transfer.report import paired_comparison
+>>> cells = [{"target": "hopv", "method": m, "pretrain": p, "fold": f, "size": "all", "mae": e}
+...          for m, p, maes in [("painn_scratch", None, [0.30, 0.32, 0.31]),
+...                             ("painn_finetune_v2", "moses", [0.25, 0.27, 0.33])]
+...          for f, e in enumerate(maes)]
+>>> result = paired_comparison(cells, "hopv", "painn_scratch", "painn_finetune_v2@moses")
+>>> result["n_folds"], result["better_in"], round(result["mean_difference"], 4)
+(3, 2, -0.0267)
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from .plotting import cells_learning_curves, cells_parity, error_vs_size, load_cells, parity_plot
+
+__all__ = ["summarize", "paired_comparison", "comparisons", "markdown", "write_report"]
+
+METRICS = ("mae", "rmse", "r2")
+
+
+def _model(cell: dict) -> str:
+    return cell["method"] + (f"@{cell['pretrain']}" if cell.get("pretrain") else "")
+
+
+def summarize(cells: Sequence[dict]) -> list[dict]:
+    """Per target, model and size: mean, sample sd and per-fold values of MAE, RMSE, R2."""
+    groups = defaultdict(list)
+    for c in cells:
+        groups[(c["target"], _model(c), str(c["size"]))].append(c)
+    rows = []
+    for (target, model, size), group in sorted(groups.items()):
+        group = sorted(group, key=lambda c: c["fold"])
+        row = {"target": target, "model": model, "size": size, "n_folds": len(group),
+               "folds": [c["fold"] for c in group],
+               "n_train": float(np.mean([c["n_train"] for c in group]))}
+        for m in METRICS:
+            values = np.array([c[m] for c in group], float)
+            row[m] = {"mean": float(values.mean()),
+                      "sd": float(values.std(ddof=1)) if len(values) > 1 else None,
+                      "per_fold": values.tolist()}
+        rows.append(row)
+    return rows
+
+
+def paired_comparison(cells: Sequence[dict], target: str, reference: str, model: str,
+                      size: str = "all", metric: str = "mae") -> dict | None:
+    """``model`` minus ``reference`` per fold (negative: ``model`` better), on shared folds.
+
+    Returns the per-fold differences, in how many folds ``model`` is better,
+    the mean difference (absolute and relative to the reference), a paired
+    t-test and a Wilcoxon signed-rank test (two-sided; with 5 folds its
+    smallest possible p is 0.0625).  None when fewer than 2 folds are shared.
+    """
+    values = defaultdict(dict)
+    for c in cells:
+        if c["target"] == target and str(c["size"]) == size and _model(c) in (reference, model):
+            values[_model(c)][c["fold"]] = c[metric]
+    folds = sorted(set(values[reference]) & set(values[model]))
+    if len(folds) < 2:
+        return None
+    ref = np.array([values[reference][f] for f in folds])
+    new = np.array([values[model][f] for f in folds])
+    diff = new - ref
+    t_p = float(stats.ttest_rel(new, ref).pvalue) if np.ptp(diff) > 0 else float("nan")
+    w_p = float(stats.wilcoxon(diff).pvalue) if np.any(diff != 0) else float("nan")
+    return {"target": target, "reference": reference, "model": model, "size": size,
+            "metric": metric, "folds": folds, "n_folds": len(folds),
+            "differences": diff.tolist(), "better_in": int((diff < 0).sum()),
+            "mean_difference": float(diff.mean()),
+            "relative_change": float(diff.mean() / ref.mean()),
+            "t_test_p": t_p, "wilcoxon_p": w_p}
+
+
+def comparisons(cells: Sequence[dict]) -> list[dict]:
+    """Pre-trained vs scratch (plain and Delta), Delta vs plain, and every model vs calibrated xTB."""
+    pairs = []
+    for target, size in sorted({(c["target"], str(c["size"])) for c in cells}):
+        models = sorted({_model(c) for c in cells if c["target"] == target and str(c["size"]) == size})
+        for m in models:
+            if m.startswith("painn_finetune"):
+                pairs.append((target, "painn_scratch", m, size))
+            elif m.startswith("painn_delta_finetune"):
+                pairs.append((target, "painn_delta_scratch", m, size))
+        pairs.append((target, "painn_scratch", "painn_delta_scratch", size))
+        pairs += [(target, "xtb_linear", m, size) for m in models if m.startswith("painn_delta")]
+    found = (paired_comparison(cells, *p) for p in pairs)
+    return [r for r in found if r is not None]
+
+
+def _fmt(stat: dict, digits: int = 3) -> str:
+    sd = "" if stat["sd"] is None else f" ± {stat['sd']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f}{sd}"
+
+
+def markdown(report: dict) -> str:
+    """Markdown tables of a report dictionary (:func:`write_report`)."""
+    lines = ["# schnet_transfer at the paper protocol", "",
+             "Generated by `benchmarks/schnet_transfer/paper_protocol.py` from "
+             "`schnet_transfer_paper.json`; do not edit.", "", "Budget: " +
+             ", ".join(f"{k} {v}" for k, v in report["budget"].items()), ""]
+    for target in sorted({r["target"] for r in report["summary"]}):
+        unit = report["units"][target]
+        rows = [r for r in report["summary"] if r["target"] == target]
+        lines += [f"## {target}", "",
+                  f"Test metrics over the folds (mean ± sample sd; MAE and RMSE in {unit}).", "",
+                  "| model | training molecules | folds | MAE | RMSE | R² |",
+                  "|---|---|---:|---:|---:|---:|"]
+        order = sorted(rows, key=lambda r: (r["size"] != "all", r["size"] == "all" or int(r["size"]),
+                                            r["mae"]["mean"]))
+        for r in order:
+            size = f"all ({r['n_train']:.0f})" if r["size"] == "all" else r["size"]
+            lines.append(f"| `{r['model']}` | {size} | {r['n_folds']} | {_fmt(r['mae'])} | "
+                         f"{_fmt(r['rmse'])} | {_fmt(r['r2'], 2)} |")
+        pairs = [p for p in report["comparisons"] if p["target"] == target]
+        if pairs:
+            lines += ["", "Paired over folds (model minus reference test MAE; negative: model "
+                      "better).", "",
+                      "| model | reference | training molecules | folds | better in | mean difference "
+                      "| relative | t-test p | Wilcoxon p |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+            for p in pairs:
+                lines.append(f"| `{p['model']}` | `{p['reference']}` | {p['size']} | {p['n_folds']} | "
+                             f"{p['better_in']}/{p['n_folds']} | {p['mean_difference']:+.3f} | "
+                             f"{100 * p['relative_change']:+.1f} % | {p['t_test_p']:.3f} | "
+                             f"{p['wilcoxon_p']:.3f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _figure(cells: Sequence[dict], units: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    targets = sorted({c["target"] for c in cells})
+    fig, axes = plt.subplots(len(targets), 2, figsize=(10, 4.2 * len(targets)), squeeze=False)
+    for row, target in zip(axes, targets):
+        mine = [c for c in cells if c["target"] == target]
+        shown = ["painn_scratch", "painn_finetune_v2", "painn_finetune_v1",
+                 "painn_delta_finetune", "xtb_linear"]
+        try:
+            y, preds = cells_parity(mine, methods=shown)
+            parity_plot(y, preds, units[target], ax=row[0], title=f"{target}: test folds pooled")
+        except ValueError:
+            row[0].set_visible(False)
+        curves = cells_learning_curves(mine, methods=shown + ["soap_krr"])
+        error_vs_size(curves, units[target], ax=row[1], title=f"{target}: test MAE vs training size")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(cells_dir: str | Path, out: str | Path, budget: dict) -> dict:
+    """Write ``<out>.json``, ``<out>.md`` and ``<out>.png`` from the cells under ``cells_dir``."""
+    cells = load_cells(cells_dir)
+    if not cells:
+        raise ValueError(f"no cells under {cells_dir}")
+    report = {"budget": budget, "units": {c["target"]: c["unit"] for c in cells},
+              "cells": len(cells), "summary": summarize(cells), "comparisons": comparisons(cells)}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(report) + "\n")
+    _figure(cells, report["units"], out.with_suffix(".png"))
+    return report

@@ -1,0 +1,93 @@
+"""Parity and learning-curve plots on real FreeSolv labels, and ``schnet-transfer plot``.
+
+The "models" are FreeSolv's calculated (GAFF) hydration free energy, raw and linearly
+calibrated onto the experimental value on each training fold (5 folds, 642 molecules),
+written as protocol cells, so the plots show real data with known content.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from matplotlib.collections import PathCollection
+
+from schnet_transfer.calibration import fit_linear_calibration
+from schnet_transfer.cli import main
+from schnet_transfer.datasets import read_freesolv_table
+from schnet_transfer.kfold import kfold_splits, subsample_train
+from schnet_transfer.paper import regression_metrics
+from schnet_transfer.plotting import (cells_learning_curves, cells_parity, error_vs_size,
+                                      parity_plot)
+
+SIZES = (25, 100, None)
+
+
+@pytest.fixture(scope="module")
+def cells():
+    from pathlib import Path
+
+    table = read_freesolv_table(Path(__file__).resolve().parents[1] / "data" / "freesolv" / "database.txt")
+    calc, expt = table["calc"].to_numpy(), table["expt"].to_numpy()
+    out = []
+    for fold, split in enumerate(kfold_splits(len(expt))):
+        for size in SIZES:
+            s = split if size is None else subsample_train(split, size)
+            train, test = s["train_idx"], s["test_idx"]
+            slope, intercept = fit_linear_calibration(calc[train], expt[train])
+            for method, pred in (("calc_linear", slope * calc[test] + intercept), ("calc", calc[test])):
+                out.append({"target": "freesolv", "unit": "kcal/mol", "method": method,
+                            "pretrain": None, "fold": fold, "size": "all" if size is None else size,
+                            "n_train": len(train), "test_idx": test.tolist(),
+                            "y_true": expt[test].tolist(), "y_pred": pred.tolist(),
+                            **regression_metrics(expt[test], pred)})
+    return {"cells": out, "calc": calc, "expt": expt}
+
+
+def test_parity_plot_shows_every_molecule_of_every_model(cells):
+    y, preds = cells_parity(cells["cells"])
+    assert np.array_equal(y, cells["expt"])                 # 5 test folds = every molecule once
+    assert np.array_equal(preds["calc"], cells["calc"])
+    ax = parity_plot(y, preds, unit="kcal/mol")
+    scatters = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert [len(c.get_offsets()) for c in scatters] == [642, 642]
+    assert np.allclose(scatters[1].get_offsets(), np.column_stack([cells["expt"], cells["calc"]]))
+    (diagonal,) = ax.lines
+    low = min(cells["expt"].min(), cells["calc"].min(), preds["calc_linear"].min())
+    assert diagonal.get_xdata()[0] == pytest.approx(low)
+    assert ax.get_xlabel() == "reference (kcal/mol)" and ax.get_ylabel() == "predicted (kcal/mol)"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    mae = np.abs(cells["calc"] - cells["expt"]).mean()
+    assert f"calc (MAE {mae:.3g})" in labels
+    with pytest.raises(ValueError, match="predictions"):
+        parity_plot(y, {"short": y[:10]})
+
+
+def test_error_vs_size_draws_one_curve_per_model(cells):
+    curves = cells_learning_curves(cells["cells"])
+    sizes, mean, sd = curves["calc_linear"]
+    assert sizes[:2] == [25, 100] and 385 <= sizes[2] <= 386   # whole training fold: 385-386
+    by_size = [[c["mae"] for c in cells["cells"] if c["method"] == "calc_linear" and c["size"] == s]
+               for s in (25, 100, "all")]
+    assert mean == pytest.approx([np.mean(v) for v in by_size])
+    assert sd == pytest.approx([np.std(v, ddof=1) for v in by_size])
+    ax = error_vs_size(curves, unit="kcal/mol")
+    assert ax.get_xscale() == "log"
+    data = {bars.get_label(): bars.lines[0] for bars in ax.containers}   # one errorbar per model
+    assert set(data) == {"calc", "calc_linear"}
+    assert np.allclose(data["calc_linear"].get_ydata(), mean)
+    assert np.allclose(data["calc_linear"].get_xdata(), sizes)
+    assert ax.get_ylabel() == "test MAE (kcal/mol)" and ax.get_xlabel() == "training molecules"
+
+
+def test_cli_plot_writes_both_plots_and_refuses_bad_input(cells, tmp_path, capsys):
+    folder = tmp_path / "freesolv"
+    folder.mkdir()
+    for i, c in enumerate(cells["cells"]):
+        (folder / f"{i:03d}.json").write_text(json.dumps(c))
+    assert main(["plot", "parity", str(folder), str(tmp_path / "p.png"), "--methods", "calc"]) == 0
+    assert json.loads(capsys.readouterr().out)["models"] == ["calc"]
+    assert main(["plot", "curve", str(folder), str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 1000 and (tmp_path / "c.png").stat().st_size > 1000
+    assert main(["plot", "curve", str(tmp_path / "missing"), str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such folder" in err[0]
