@@ -38,8 +38,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rdkit import Chem, DataStructs, RDLogger
+from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
+from rdkit.rdBase import BlockLogs
 
 from .pretraining_set import MoleculeInput
 
@@ -60,11 +61,8 @@ TARGETS = {"hopv": "kirschbaum_hopv.csv.gz", "freesolv": "database.txt"}
 def _mol(smiles: str | None) -> Chem.Mol | None:
     if not smiles:
         return None
-    RDLogger.DisableLog("rdApp.*")
-    try:
+    with BlockLogs():  # unparsable inputs are expected; the labeller reports them
         return Chem.MolFromSmiles(smiles)
-    finally:
-        RDLogger.EnableLog("rdApp.*")
 
 
 def connectivity_key(smiles: str | None) -> str | None:
@@ -128,11 +126,8 @@ def _composition(mol: Chem.Mol) -> tuple[int, ...]:
 
 
 def _key(mol: Chem.Mol) -> str | None:
-    RDLogger.DisableLog("rdApp.*")
-    try:
+    with BlockLogs():  # InChI warnings (e.g. about stereo) do not change the key
         key = Chem.MolToInchiKey(mol)
-    finally:
-        RDLogger.EnableLog("rdApp.*")
     return key.split("-")[0] if key else None
 
 
@@ -149,7 +144,8 @@ class _Reference:
 
     def __contains__(self, smiles: str | None) -> bool:
         # composition from the unsanitized parse (fast); InChIKey only for candidates
-        raw = Chem.MolFromSmiles(smiles, sanitize=False) if smiles else None
+        with BlockLogs():
+            raw = Chem.MolFromSmiles(smiles, sanitize=False) if smiles else None
         candidates = None if raw is None else self.keys.get(_composition(raw))
         if not candidates:
             return False

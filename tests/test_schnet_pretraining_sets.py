@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from rdkit import Chem, DataStructs, RDLogger
+from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
 from schnetpack.data import ASEAtomsData
 
@@ -25,8 +25,6 @@ from schnet_transfer.target_similar import (
 ROOT = Path(__file__).resolve().parents[1]
 MOSES = ROOT / "data" / "zinc" / "moses_subset_100k.csv.gz"
 sys.path.insert(0, str(ROOT / "benchmarks" / "schnet_transfer"))
-
-RDLogger.DisableLog("rdApp.*")
 
 
 @pytest.fixture(scope="module")
