@@ -177,6 +177,9 @@ def test_produced_sets_are_nested_hold_no_target_and_match_the_record(tmp_path, 
         assert data.metadata["provenance"]["method"] == "GFN2-xTB"
         assert not _inchikeys(r.smiles for r in db_rows) & _inchikeys(fs + targets["hopv"][:2])
         members[name] = [int(r.input_index) for r in db_rows]
+        gaps = [float(r.data["gap"][0]) for r in db_rows]
+        assert entry["labels"]["gap"]["mean"] == pytest.approx(np.mean(gaps), abs=1e-4)
+        assert entry["labels"]["gap"]["unit"] == "eV"
         assert all(np.isfinite(r.data["gap"]).all() for r in db_rows)
     assert members["random_6"][:3] == members["random_3"]
     assert members["random_6"] == plan["orders"]["random"][:6]  # nothing failed: the first 6

@@ -206,6 +206,17 @@ def content_sha256(rows: list) -> str:
     return digest.hexdigest()
 
 
+def label_statistics(rows: list) -> dict:
+    """Mean, standard deviation and range of every label (units of :data:`LABEL_UNITS`)."""
+    out = {}
+    for key, unit in LABEL_UNITS.items():
+        values = np.array([float(r.data[key][0]) for r in rows])
+        out[key] = {"unit": unit, "mean": round(float(values.mean()), 4),
+                    "sd": round(float(values.std(ddof=1)), 4) if len(values) > 1 else None,
+                    "min": round(float(values.min()), 4), "max": round(float(values.max()), 4)}
+    return out
+
+
 def write_set(out: Path, rows: list, source: ASEAtomsData, description: dict) -> None:
     """A new schnetpack database holding ``rows`` in order (replacing ``out``)."""
     tmp = out.with_suffix(".tmp.db")
@@ -249,7 +260,7 @@ def cut(args) -> dict:
                 "seed": plan["seed"], "failed_skipped": skipped})
             entry.update(path=_relative(out), bytes=out.stat().st_size, sha256=_sha256(out),
                          content_sha256=content_sha256(rows), failed_skipped=len(skipped),
-                         target_molecules=len(leaked))
+                         target_molecules=len(leaked), labels=label_statistics(rows))
             if spec["order"] != "random":
                 target = spec["order"].removesuffix("_similar")
                 similarity = dict(zip(order, plan[f"{target}_similarity"]))
