@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ase.io import write as ase_write
 from schnetpack.data import ASEAtomsData
 
 from schnet_transfer.baselines import fit_baselines, soap_features
@@ -45,8 +44,8 @@ from schnet_transfer.calibration import fit_linear_calibration
 from schnet_transfer.datasets import convert_freesolv, convert_hopv
 from schnet_transfer.evaluate import split_errors
 from schnet_transfer.labelling import label_molecules
-from schnet_transfer.pretraining_set import (
-    cap, drop_elements, from_smiles_table, from_structure_files, require_element)
+from schnet_transfer.pretraining_set import cap, drop_elements, from_smiles_table, require_element
+from schnet_transfer.target_labels import cheap_label_array, label_target
 from schnet_transfer.xtb_labels import XtbSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,19 +114,8 @@ def make_split(n: int, n_train: int, n_val: int, n_test: int | None, seed: int, 
 
 def xtb_on_target(target_db: Path, work: Path, prop: str, workers: int) -> np.ndarray:
     """xTB value of ``prop`` for every target molecule at its own geometry (NaN if failed)."""
-    xyz_dir = work / "target_xyz"
-    data = ASEAtomsData(str(target_db))
-    if not xyz_dir.exists():
-        xyz_dir.mkdir()
-        for i, row in enumerate(data.conn.select()):
-            ase_write(xyz_dir / f"{i:05d}.xyz", row.toatoms())
-    xtb_db = work / "dbs" / f"{target_db.stem}_xtb.db"
-    items = from_structure_files(sorted(xyz_dir.glob("*.xyz")))
-    label_molecules(items, str(xtb_db), XtbSettings(), n_workers=workers)
-    values = np.full(len(data), np.nan)
-    for row in ASEAtomsData(str(xtb_db)).conn.select():
-        values[row.input_index] = row.data[prop][0]
-    return values
+    xtb_db = label_target(target_db, work / "dbs" / f"{target_db.stem}_xtb.db", n_workers=workers)
+    return cheap_label_array(xtb_db, prop, len(ASEAtomsData(str(target_db))))
 
 
 def xtb_linear_mae(xtb: np.ndarray, y: np.ndarray, split) -> float:

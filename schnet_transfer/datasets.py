@@ -27,7 +27,6 @@ True
 from __future__ import annotations
 
 import ast
-import io
 import os
 import tarfile
 from pathlib import Path
