@@ -80,7 +80,6 @@ def test_paper_experiments_use_the_papers_settings(spktrain_configs, name):
 def test_label_statistics_can_be_fixed(spktrain_configs):
     cfg = compose("train", overrides=["experiment=paper_finetune_hopv", "globals.label_mean=2.5",
                                       "globals.label_stddev=0.4"])
-    OmegaConf.resolve(cfg)
     forward = [t for t in cfg.data.transforms if t._target_.endswith("StandardizeProperty")][0]
     inverse = cfg.model.postprocessors[1]
     assert (forward.mean, forward.stddev, inverse.mean, inverse.stddev) == (2.5, 0.4, 2.5, 0.4)

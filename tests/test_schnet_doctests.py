@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 MODULES = ["conformers", "xtb_labels", "pretraining_set", "labelling", "datasets",
-           "normalizer", "calibration", "finetune", "baselines"]
+           "normalizer", "calibration", "finetune", "baselines", "target_labels", "kfold",
+           "paper", "report", "plotting"]
 
 
 @pytest.mark.parametrize("name", MODULES)

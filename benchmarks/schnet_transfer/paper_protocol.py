@@ -11,12 +11,12 @@ Steps: convert the target (FreeSolv label ``--freesolv-label``, default
 ``calc`` as the paper), label it with GFN2-xTB at its own geometries, build the
 target database with the xTB labels (for v1 and Delta-learning), cut the 5
 folds (shuffle seed 12345, split files under ``<work>/folds``), run the
-baselines (calibrated xTB, SOAP models, mean) on every fold and size,
-pre-train once per ``--pretrain`` set and target property (target molecules
-excluded), then the PaiNN cells in priority order: every method on the whole
-training folds with the first pre-training set, v1/v2 fine-tuning with the
-other sets (size study), and the learning-curve methods on nested training
-subsets (``--sizes``).  One JSON per cell under ``--cells``; a rerun skips
+baselines (calibrated xTB, SOAP models, mean) on every fold, pre-train once
+per ``--pretrain`` set and target property (target molecules excluded), then
+the cells in priority order: every PaiNN method on the whole training folds
+with the first pre-training set, v1/v2 fine-tuning with the other sets (size
+study), and per learning-curve size (``--sizes``, nested training subsets) the
+baselines and the ``--curve-methods``.  One JSON per cell under ``--cells``; a rerun skips
 finished cells.  ``--report-only`` rewrites the report from the cells.
 ``--accelerator gpu`` trains on a GPU.  Everything else goes to ``--work-dir``.
 """
@@ -117,18 +117,23 @@ def run(args) -> None:
                             pretrain_epochs=args.pretrain_epochs, accelerator=args.accelerator,
                             budget=info)
         for fold in tqdm(args.folds, desc=f"{target} baselines"):
-            for size in [None, *args.sizes]:
-                protocol.run_baselines(fold, size)
+            protocol.run_baselines(fold)
         models = {name: protocol.pretrain(name, db)
                   for name, db in tqdm(sets, desc=f"{target} pre-training")}
         first = (sets[0][0], models[sets[0][0]]) if sets else None
         cells = [(m, f, None, first) for f in args.folds for m in args.methods]
         cells += [(m, f, None, (name, models[name])) for name, _ in sets[1:] for f in args.folds
                   for m in ("painn_finetune_v1", "painn_finetune_v2")]
-        cells += [(m, f, n, first) for n in args.sizes for f in args.folds
-                  for m in args.curve_methods if not METHODS[m][1] or first]
-        for method, fold, size, pretrain in tqdm(cells, desc=f"{target} PaiNN cells"):
-            protocol.run_painn(method, fold, size, pretrain)
+        # learning curves: the cheap baselines of a size, then its PaiNN cells
+        for n in args.sizes:
+            cells += [("baselines", f, n, None) for f in args.folds]
+            cells += [(m, f, n, first) for f in args.folds
+                      for m in args.curve_methods if not METHODS[m][1] or first]
+        for method, fold, size, pretrain in tqdm(cells, desc=f"{target} cells"):
+            if method == "baselines":
+                protocol.run_baselines(fold, size)
+            else:
+                protocol.run_painn(method, fold, size, pretrain)
             write_report(cells_dir, args.results, info)
     write_report(cells_dir, args.results, info)
 
