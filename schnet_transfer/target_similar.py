@@ -51,6 +51,7 @@ __all__ = [
     "find_molecules",
     "exclude_molecules",
     "max_tanimoto",
+    "rank_similar",
     "select_similar",
 ]
 
@@ -229,6 +230,30 @@ def max_tanimoto(
     return similarity
 
 
+def rank_similar(
+    items: Sequence[MoleculeInput],
+    reference_smiles: Iterable[str],
+    radius: int = 2,
+    n_bits: int = 2048,
+) -> list[tuple[MoleculeInput, float]]:
+    """Every selectable input with its similarity to the reference set, most similar first.
+
+    Reference molecules themselves (same InChIKey connectivity block) and
+    unparsable inputs are left out; ties are broken by the input index.
+
+    Raises
+    ------
+    ValueError
+        If an input is a structure file or a reference SMILES does not parse.
+    """
+    reference_smiles = list(reference_smiles)
+    pool = exclude_molecules(items, reference_smiles)
+    similarity = max_tanimoto(pool, reference_smiles, radius, n_bits)
+    scored = np.flatnonzero(~np.isnan(similarity))
+    order = scored[np.lexsort(([pool[i].index for i in scored], -similarity[scored]))]
+    return [(pool[i], float(similarity[i])) for i in order]
+
+
 def select_similar(
     items: Sequence[MoleculeInput],
     reference_smiles: Iterable[str],
@@ -238,9 +263,9 @@ def select_similar(
 ) -> list[MoleculeInput]:
     """The ``size`` inputs most similar to the reference set, most similar first.
 
-    Reference molecules themselves (same InChIKey connectivity block) and
-    unparsable inputs are never selected; ties are broken by the input index,
-    so the result is deterministic and the first ``k`` of a selection are the
+    The first ``size`` of :func:`rank_similar`: reference molecules and
+    unparsable inputs are never selected, ties go to the lower input index, so
+    the result is deterministic and the first ``k`` of a selection are the
     selection of size ``k``.
 
     Parameters
@@ -262,9 +287,4 @@ def select_similar(
     """
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
-    reference_smiles = list(reference_smiles)
-    pool = exclude_molecules(items, reference_smiles)
-    similarity = max_tanimoto(pool, reference_smiles, radius, n_bits)
-    scored = np.flatnonzero(~np.isnan(similarity))
-    order = scored[np.lexsort(([pool[i].index for i in scored], -similarity[scored]))]
-    return [pool[i] for i in order[:size]]
+    return [m for m, _ in rank_similar(items, reference_smiles, radius, n_bits)[:size]]

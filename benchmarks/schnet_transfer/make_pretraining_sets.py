@@ -10,7 +10,7 @@ Three steps, each resumable and each safe to rerun (``S=benchmarks/schnet_transf
   I) and every HOPV and FreeSolv molecule (InChIKey connectivity block), and writes
   ``<work-dir>/plan.json``: one seeded order of the pool (the random set of size N is its first N
   labelled molecules, so the sets are nested) and the pool ranked by Morgan Tanimoto similarity
-  to HOPV and to FreeSolv (:func:`schnet_transfer.target_similar.select_similar`).
+  to HOPV and to FreeSolv (:func:`schnet_transfer.target_similar.rank_similar`).
 * ``label`` labels the molecules the sets need into one database,
   ``<work-dir>/moses_gfn2_labels.db``, with :func:`schnet_transfer.labelling.label_molecules`
   (GFN2-xTB gap in eV, total energy, ALPB water solvation free energy in kcal/mol), in the
@@ -46,7 +46,7 @@ from schnet_transfer.labelling import label_molecules  # noqa: E402
 from schnet_transfer.pretraining_set import (  # noqa: E402
     PAPER_EXCLUDED_ELEMENTS, MoleculeInput, drop_elements, read_smiles_table, seeded_order)
 from schnet_transfer.target_similar import (  # noqa: E402
-    TARGETS, exclude_molecules, find_molecules, max_tanimoto, read_target_smiles)
+    TARGETS, exclude_molecules, find_molecules, rank_similar, read_target_smiles)
 from schnet_transfer.xtb_labels import LABEL_UNITS, XtbSettings  # noqa: E402
 
 SOURCE = ROOT / "data" / "zinc" / "moses_subset_100k.csv.gz"
@@ -108,11 +108,9 @@ def make_plan(source: Path, targets_dir: Path, seed: int, random_sizes=RANDOM_SI
     }
     keep = int(similar_size * (1 + SIMILAR_MARGIN))
     for name, smiles in targets.items():
-        similarity = max_tanimoto(pool, smiles)
-        ranked = np.lexsort(([m.index for m in pool], -np.nan_to_num(similarity, nan=-1.0)))
-        ranked = [i for i in ranked[:keep] if not np.isnan(similarity[i])]
-        plan["orders"][f"{name}_similar"] = [pool[i].index for i in ranked]
-        plan[f"{name}_similarity"] = [round(float(similarity[i]), 6) for i in ranked]
+        ranked = rank_similar(pool, smiles)[:keep]
+        plan["orders"][f"{name}_similar"] = [m.index for m, _ in ranked]
+        plan[f"{name}_similarity"] = [round(similarity, 6) for _, similarity in ranked]
         plan["sets"][f"{name}_similar_{_size_name(similar_size)}"] = {
             "order": f"{name}_similar", "size": similar_size}
     return plan
