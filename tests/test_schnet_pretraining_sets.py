@@ -141,7 +141,8 @@ def test_shipped_moses_source_holds_no_hopv_or_freesolv_molecule(targets):
     assert find_molecules(smiles, targets["hopv"] + targets["freesolv"]) == []
 
 
-def test_produced_sets_are_nested_hold_no_target_and_match_the_record(tmp_path, moses, targets):
+def test_produced_sets_are_nested_hold_no_target_and_match_the_record(
+        tmp_path, capsys, moses, targets):
     from make_pretraining_sets import main
 
     # the first 30 HOPV and 40 FreeSolv molecules as the target sets, six of them in the source
@@ -192,6 +193,13 @@ def test_produced_sets_are_nested_hold_no_target_and_match_the_record(tmp_path, 
     with sqlite3.connect(work / "moses_gfn2_labels.db") as con:
         assert con.execute("select count(*) from systems").fetchone()[0] == len(
             set().union(*map(set, members.values())))
+
+    # a plan that lets a target molecule (FreeSolv's first, row 40) into a set: cut refuses it
+    plan["orders"]["random"].insert(0, 40)
+    (work / "plan.json").write_text(json.dumps(plan))
+    assert main(["label", *common]) == 0
+    assert main(["cut", *common]) == 2
+    assert f"set random_3 holds target molecules, e.g. {rows[40]}" in capsys.readouterr().err
 
 
 def test_bad_arguments_exit_with_status_2(tmp_path, capsys):
