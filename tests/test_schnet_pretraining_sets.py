@@ -194,6 +194,10 @@ def test_produced_sets_are_nested_hold_no_target_and_match_the_record(
         assert con.execute("select count(*) from systems").fetchone()[0] == len(
             set().union(*map(set, members.values())))
 
+    # the cached plan answers only for its own sizes
+    assert main(["cut", *["3,7" if a == "3,6" else a for a in common]]) == 2
+    assert "other seed, source file or set sizes" in capsys.readouterr().err
+
     # a plan that lets a target molecule (FreeSolv's first, row 40) into a set: cut refuses it
     plan["orders"]["random"].insert(0, 40)
     (work / "plan.json").write_text(json.dumps(plan))

@@ -53,7 +53,7 @@ SOURCE = ROOT / "data" / "zinc" / "moses_subset_100k.csv.gz"
 SMILES_COLUMN = "SMILES"
 RANDOM_SIZES = (10_000, 20_000, 50_000)
 SIMILAR_SIZE = 10_000
-#: Ranked candidates kept per target beyond the similar set's size, to replace failures.
+#: Extra ranked candidates kept per target (fraction of the similar set's size) to replace failures.
 SIMILAR_MARGIN = 0.2
 LABELS_DB = "moses_gfn2_labels.db"
 RESULTS = ROOT / "benchmarks" / "results" / "schnet_pretraining_sets.json"
@@ -128,9 +128,12 @@ def load_plan(args) -> dict:
     path = args.work_dir / "plan.json"
     if path.is_file():
         plan = json.loads(path.read_text())
-        if plan["seed"] != args.seed or plan["source_sha256"] != _sha256(args.source):
-            raise ValueError(f"{path} was made from another seed or source file; use another "
-                             "--work-dir or remove it")
+        sizes = sorted(s["size"] for s in plan["sets"].values() if s["order"] == "random")
+        similar = {s["size"] for s in plan["sets"].values() if s["order"] != "random"}
+        if (plan["seed"], plan["source_sha256"], sizes, similar) != (
+                args.seed, _sha256(args.source), sorted(args.sizes), {args.similar_size}):
+            raise ValueError(f"{path} was made from another seed, source file or set sizes; "
+                             "use another --work-dir or remove it")
         return plan
     print("planning the sets (InChIKeys and fingerprints of the pool, a few minutes)...",
           file=sys.stderr, flush=True)
