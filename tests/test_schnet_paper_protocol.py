@@ -169,3 +169,17 @@ def test_delta_model_adds_the_calibrated_baseline_back(protocol):
     resid = run.y[fold["train_idx"]] - (slope * run.cheap[fold["train_idx"]] + intercept)
     assert float(norm.stddev) == pytest.approx(resid.std(), rel=1e-5)
     assert np.allclose(ref, run.y[fold["test_idx"]])
+
+
+def test_cli_folds_writes_the_protocols_split_files(protocol, tmp_path, capsys):
+    from schnet_transfer.cli import main
+
+    db = protocol["work"] / "dbs" / "freesolv.db"
+    assert main(["folds", str(db), str(tmp_path / "folds"), "--k", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["sizes"] == [[10, 10, 10]] * 3
+    for path, fold in zip(out["splits"], protocol["run"].folds):
+        written = np.load(path)
+        assert all(np.array_equal(written[k], fold[k]) for k in fold)
+    assert main(["folds", str(tmp_path / "none.db"), str(tmp_path / "f")]) == 2
+    assert "no such database" in capsys.readouterr().err

@@ -55,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pretrain-epochs", type=int, default=30)
     p.add_argument("--accelerator", choices=["cpu", "gpu", "auto"], default="cpu")
     p.add_argument("--workers", type=int, default=1, help="Dask workers for xTB labelling")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="PaiNN cells only (e.g. a second process on the same cells)")
     p.add_argument("--report-only", action="store_true")
     return p.parse_args(argv)
 
@@ -116,7 +118,7 @@ def run(args) -> None:
         protocol = Protocol(target, work, cells_dir, epochs=args.epochs,
                             pretrain_epochs=args.pretrain_epochs, accelerator=args.accelerator,
                             budget=info)
-        for fold in tqdm(args.folds, desc=f"{target} baselines"):
+        for fold in tqdm([] if args.no_baselines else args.folds, desc=f"{target} baselines"):
             protocol.run_baselines(fold)
         models = {name: protocol.pretrain(name, db)
                   for name, db in tqdm(sets, desc=f"{target} pre-training")}
@@ -126,7 +128,7 @@ def run(args) -> None:
                   for m in ("painn_finetune_v1", "painn_finetune_v2")]
         # learning curves: the cheap baselines of a size, then its PaiNN cells
         for n in args.sizes:
-            cells += [("baselines", f, n, None) for f in args.folds]
+            cells += [] if args.no_baselines else [("baselines", f, n, None) for f in args.folds]
             cells += [(m, f, n, first) for f in args.folds
                       for m in args.curve_methods if not METHODS[m][1] or first]
         for method, fold, size, pretrain in tqdm(cells, desc=f"{target} cells"):
