@@ -81,6 +81,17 @@ def test_walk_cuts_the_first_labelled_molecules_and_skips_failures():
     assert (members, pending) == ([7, 3, 9, 1, 4, 2], [])  # order exhausted: a short set
 
 
+def test_labelling_priority_finishes_the_small_sets_first():
+    from make_pretraining_sets import priority
+
+    sets = {"random_10k": 10_000, "random_20k": 20_000, "random_50k": 50_000,
+            "hopv_similar_10k": 10_000, "freesolv_similar_10k": 10_000}
+    plan = {"sets": {name: {"order": name.rsplit("_", 1)[0] if "similar" in name else "random",
+                            "size": size} for name, size in sets.items()}}
+    assert priority(plan) == ["random_10k", "random_20k", "hopv_similar_10k",
+                              "freesolv_similar_10k", "random_50k"]
+
+
 def test_select_similar_ranks_by_nearest_target_tanimoto(moses, targets):
     reference = targets["freesolv"][:40]
     generator = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
