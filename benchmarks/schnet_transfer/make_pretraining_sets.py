@@ -82,16 +82,20 @@ def read_targets(targets_dir: Path) -> dict[str, list[str]]:
 
 
 def make_plan(source: Path, targets_dir: Path, seed: int, random_sizes=RANDOM_SIZES,
-              similar_size: int = SIMILAR_SIZE) -> dict:
+              similar_size: int = SIMILAR_SIZE, progress: bool = True) -> dict:
     """Orders of the pool molecules (source row indices) for every set; see the module docstring.
 
     The pool is the source without the paper's elements and without every target molecule
     (InChIKey connectivity block).  Each set names the order it is cut from and its size.
     """
+    targets = read_targets(targets_dir)
+    bar = tqdm(total=2 + len(targets), desc="plan: elements, target molecules, similarity",
+               disable=not progress)
     read = read_smiles_table(source, SMILES_COLUMN)
     filtered = drop_elements(read.items, PAPER_EXCLUDED_ELEMENTS)
-    targets = read_targets(targets_dir)
+    bar.update()
     pool = exclude_molecules(filtered, [s for smiles in targets.values() for s in smiles])
+    bar.update()
     plan = {
         "source": _relative(source), "source_sha256": _sha256(source),
         "smiles_column": SMILES_COLUMN, "excluded_elements": list(PAPER_EXCLUDED_ELEMENTS),
@@ -113,6 +117,8 @@ def make_plan(source: Path, targets_dir: Path, seed: int, random_sizes=RANDOM_SI
         plan[f"{name}_similarity"] = [round(similarity, 6) for _, similarity in ranked]
         plan["sets"][f"{name}_similar_{_size_name(similar_size)}"] = {
             "order": f"{name}_similar", "size": similar_size}
+        bar.update()
+    bar.close()
     return plan
 
 
@@ -135,9 +141,8 @@ def load_plan(args) -> dict:
             raise ValueError(f"{path} was made from another seed, source file or set sizes; "
                              "use another --work-dir or remove it")
         return plan
-    print("planning the sets (InChIKeys and fingerprints of the pool, a few minutes)...",
-          file=sys.stderr, flush=True)
-    plan = make_plan(args.source, args.targets_dir, args.seed, args.sizes, args.similar_size)
+    plan = make_plan(args.source, args.targets_dir, args.seed, args.sizes, args.similar_size,
+                     progress=not args.no_progress)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(plan))
     return plan
