@@ -54,3 +54,20 @@ def test_own_assays_tutorial(run_tutorial, tmp_path):
     assert len(scores) == len(tutorial["episode"].query) and scores["score"].between(0, 1).all()
     assert sorted(tutorial["result"]["per_task"]) == sorted(data.test_tasks)
     assert _drawn(out / "roc_pr.png")
+
+
+def test_cheap_qc_transfer_tutorial(run_tutorial, tmp_path):
+    tutorial = run_tutorial("cheap_qc_transfer")
+    work = tmp_path / "cheap_qc_tutorial"
+    n_test = len(tutorial["test"])
+    assert n_test == 3
+    assert tutorial["scored"].all()                                                 # xTB labelled every test molecule
+    for name in ("finetuned", "scratch", "calibrated"):
+        values = tutorial[name]
+        assert values.shape == (n_test,) and np.all((values > 0.5) & (values < 8.0)), name   # eV, not z-scores
+    assert np.allclose(tutorial["reference"], tutorial["gaps"][tutorial["test"]], atol=1e-6)   # float32 in the model
+    assert np.isfinite(tutorial["slope"]) and tutorial["slope"] > 0                 # xTB and PBE0 gaps correlate
+    for run in ("pretrain_xtb_gap", "finetune", "scratch"):
+        assert (work / "runs" / run / "best_model").exists(), run
+    assert (work / "runs" / "finetune" / "pretrained_model.json").exists()          # fine-tuned from the pre-training
+    assert _drawn(work / "parity.png")
