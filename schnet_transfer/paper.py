@@ -257,7 +257,11 @@ class Protocol:
         tag = pretrain[0] if pretrained else None
         path = self.cell_path(method, fold, n_train, tag)
         if path.exists():
-            return json.loads(path.read_text())
+            cell = json.loads(path.read_text())
+            if cell["details"].get("epochs") != self.epochs:
+                raise ValueError(f"{path} was trained for {cell['details'].get('epochs')} epochs, "
+                                 f"not {self.epochs}; use another cells folder")
+            return cell
         split_path = self.split_file(fold, n_train)
         split = read_split(split_path)
         db = self.cheap_db if delta else self.db
@@ -278,7 +282,8 @@ class Protocol:
                             self.spec.property, trust_pickle=True,
                             extra_properties=[f"xtb_{self.spec.property}"] if delta else ())
         return self._write(path, method, fold, split, pred, tag, seconds,
-                           {"experiment": experiment.format(t=self.target),
+                           {"experiment": experiment.format(t=self.target), "epochs": self.epochs,
+                            "pretrain_epochs": self.pretrain_epochs if pretrained else None,
                             "label_correction": correction, "delta": delta, **extra})
 
     def run_baselines(self, fold: int, n_train: int | None = None) -> dict[str, dict]:

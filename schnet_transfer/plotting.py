@@ -99,7 +99,8 @@ def error_vs_size(curves: Mapping[str, tuple[Sequence[float], Sequence[float], S
     ax.set_xscale("log")
     ax.set_xlabel("training molecules")
     ax.set_ylabel(f"test {metric}" + (f" ({unit})" if unit else ""))
-    ax.legend(fontsize=7)
+    if curves:
+        ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=9)
     return ax
