@@ -91,13 +91,15 @@ def paired_comparison(cells: Sequence[dict], target: str, reference: str, model:
 
 
 def comparisons(cells: Sequence[dict]) -> list[dict]:
-    """Pre-trained vs scratch (plain and Delta), Delta vs plain, and every model vs calibrated xTB."""
+    """Pre-trained vs scratch (plain and Delta), v1 vs v2, Delta vs plain, Delta vs calibrated xTB."""
     pairs = []
     for target, size in sorted({(c["target"], str(c["size"])) for c in cells}):
         models = sorted({_model(c) for c in cells if c["target"] == target and str(c["size"]) == size})
         for m in models:
             if m.startswith("painn_finetune"):
                 pairs.append((target, "painn_scratch", m, size))
+            if m.startswith("painn_finetune_v1@"):   # v1 against v2 on the same pre-training
+                pairs.append((target, m.replace("_v1@", "_v2@"), m, size))
             elif m.startswith("painn_delta_finetune"):
                 pairs.append((target, "painn_delta_scratch", m, size))
         pairs.append((target, "painn_scratch", "painn_delta_scratch", size))

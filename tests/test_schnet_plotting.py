@@ -91,3 +91,31 @@ def test_cli_plot_writes_both_plots_and_refuses_bad_input(cells, tmp_path, capsy
     assert main(["plot", "curve", str(tmp_path / "missing"), str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such folder" in err[0]
+
+
+def test_report_summarizes_folds_and_pairs_models(cells, tmp_path):
+    from scipy import stats
+
+    from schnet_transfer.report import paired_comparison, write_report
+
+    folder = tmp_path / "cells" / "freesolv"
+    folder.mkdir(parents=True)
+    for i, c in enumerate(cells["cells"]):
+        (folder / f"{i:03d}.json").write_text(json.dumps(c))
+    report = write_report(tmp_path / "cells", tmp_path / "report", {"note": "test"})
+    per_fold = [c["mae"] for c in sorted(cells["cells"], key=lambda c: c["fold"])
+                if c["method"] == "calc_linear" and c["size"] == "all"]
+    row = next(r for r in report["summary"] if r["model"] == "calc_linear" and r["size"] == "all")
+    assert row["n_folds"] == 5 and row["mae"]["per_fold"] == pytest.approx(per_fold)
+    assert row["mae"]["mean"] == pytest.approx(np.mean(per_fold))
+    assert row["mae"]["sd"] == pytest.approx(np.std(per_fold, ddof=1))
+    raw = [c["mae"] for c in sorted(cells["cells"], key=lambda c: c["fold"])
+           if c["method"] == "calc" and c["size"] == "all"]
+    pair = paired_comparison(cells["cells"], "freesolv", "calc", "calc_linear")
+    assert pair["differences"] == pytest.approx(np.subtract(per_fold, raw).tolist())
+    assert pair["better_in"] == int(np.sum(np.subtract(per_fold, raw) < 0))
+    assert pair["t_test_p"] == pytest.approx(stats.ttest_rel(per_fold, raw).pvalue)
+    text = (tmp_path / "report.md").read_text()
+    assert f"| `calc_linear` | all ({row['n_train']:.0f}) | 5 | - | {np.mean(per_fold):.3f} ± " in text
+    assert json.loads((tmp_path / "report.json").read_text())["summary"] == report["summary"]
+    assert (tmp_path / "report.png").stat().st_size > 1000
