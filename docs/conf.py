@@ -38,21 +38,10 @@ autodoc_default_options = {"members": True, "show-inheritance": False}
 autodoc_inherit_docstrings = False   # only this project's docstrings (base classes' are other projects' RST)
 
 # Every reference of the pages must resolve: a broken link, page or API name is a warning, and the
-# build runs with -W. Names of other projects cannot resolve without intersphinx (no network at build
-# time); docstrings name objects by their short, module-relative names, which the Python domain
-# cannot always resolve, so an unresolved Python name in a docstring stays plain text (see setup).
+# build runs with -W. Docstrings and signatures name other projects' objects (no intersphinx: no
+# network at build time) and use short module-relative names the Python domain cannot always
+# resolve: there an unresolved Python name stays plain text (see setup).
 nitpicky = True
-nitpick_ignore_regex = [
-    (r"py:.*", r"(torch|torchmetrics|np|numpy|pd|pandas|dc|deepchem|schnetpack|spk|ase|nn|pytorch_lightning|pl|"
-               r"lightning|matplotlib|plt|dask|distributed|sklearn|scipy|rdkit|Chem|torch_geometric|hydra|"
-               r"omegaconf|tblite|dscribe|typing|collections|pathlib|os|argparse|concurrent)(\..*)?"),
-    (r"py:class", r"(Path|Figure|Axes|Tensor|Module|DataFrame|ndarray|Generator|Batch|Data|Atoms|Client|Namespace|"
-                  r"ArgumentParser|ASEAtomsData|AtomsDataModule|AtomisticTask|Transform|ModelOutput|GraphData|"
-                  r"Dataset|NumpyDataset|MetaLearner|TorchModel|Metric|Callback|Any|Union|Optional|Callable|"
-                  r"Iterator|Iterable|Sequence|Dict|List|Tuple)"),
-    # numpydoc type fields written as prose ("int, default 5", "array [n_support]", "tensors")
-    (r"py:class", r".*[\s,\[\]>-].*|[a-z_]+|[A-Z]"),
-]
 
 html_theme = "alabaster"
 html_title = "deepchem-pintuning"
@@ -60,8 +49,9 @@ html_static_path = []
 
 
 def _quiet_in_docstrings(app, domain, node) -> bool:
-    """Let an unresolved Python reference of a docstring render as plain text without a warning."""
-    return domain is not None and domain.name == "py" and "docstring of" in str(node.source or "docstring of")
+    """True (no warning) for an unresolved Python name of a docstring or of a signature (which has no source)."""
+    source = node.source or ""
+    return domain is not None and domain.name == "py" and (not source or "docstring of" in source)
 
 
 def setup(app):
