@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -142,6 +143,8 @@ def run(args) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # SIGTERM ends the run like Ctrl-C: subprocess.run then kills the running spktrain too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         run(args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
