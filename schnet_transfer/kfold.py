@@ -62,7 +62,9 @@ def kfold_splits(n: int, k: int = 5, seed: int = PAPER_SEED) -> list[dict[str, n
     return splits
 
 
-def subsample_train(split: dict[str, np.ndarray], n_train: int, seed: int = PAPER_SEED) -> dict[str, np.ndarray]:
+def subsample_train(
+    split: dict[str, np.ndarray], n_train: int, seed: int = PAPER_SEED
+) -> dict[str, np.ndarray]:
     """The split with only ``n_train`` training molecules (nested: smaller sets are subsets).
 
     The training fold is put in one seeded order and its first ``n_train``

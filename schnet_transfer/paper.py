@@ -241,7 +241,8 @@ class Protocol:
             "experiment=paper_pretrain_xtb", f"globals.property={self.spec.property}",
             f"globals.aggregation={self.aggregation}", f"data.datapath={Path(db).resolve()}",
             f"data.split_file={info['split']}", f"data.num_train={info['n_train']}",
-            f"data.num_val={info['n_val']}", "data.num_test=0", f"trainer.max_epochs={self.pretrain_epochs}", f"seed={self.seed}"])
+            f"data.num_val={info['n_val']}", "data.num_test=0",
+            f"trainer.max_epochs={self.pretrain_epochs}", f"seed={self.seed}"])
         record.write_text(json.dumps({**info, "db": str(Path(db).resolve()), "seconds": seconds,
                                       "epochs": self.pretrain_epochs}, indent=2))
         return model

@@ -161,7 +161,8 @@ def test_delta_model_adds_the_calibrated_baseline_back(protocol):
     best = torch.load(model, map_location="cpu", weights_only=False)
     norm, residual = best.postprocessors[1], best.postprocessors[2]
     slope, intercept = fit_linear_calibration(run.cheap[fold["train_idx"]], run.y[fold["train_idx"]])
-    assert float(residual.slope) == pytest.approx(slope) and float(residual.intercept) == pytest.approx(intercept)
+    assert float(residual.slope) == pytest.approx(slope)
+    assert float(residual.intercept) == pytest.approx(intercept)
     baseline = slope * run.cheap[fold["test_idx"]] + intercept
     assert np.allclose(pred, baseline + raw * float(norm.stddev) + float(norm.mean), atol=1e-4)
     assert np.allclose(protocol["cells"]["painn_delta_finetune"]["y_pred"], pred, atol=1e-6)
