@@ -227,6 +227,8 @@ def _file_digest(path: Path) -> str:
 
 
 def _raw_smiles(path: Path) -> List[str]:
+    if "smiles" not in pd.read_csv(path, nrows=0).columns:
+        raise KeyError(f"{path} has no 'smiles' column")
     return pd.read_csv(path, usecols=["smiles"])["smiles"].astype(str).tolist()
 
 
