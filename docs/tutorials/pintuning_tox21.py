@@ -14,8 +14,8 @@
 # This page is a [jupytext](https://jupytext.readthedocs.io) script: run it with
 # `python docs/tutorials/pintuning_tox21.py` (it writes into the current folder), or open it as a
 # notebook with `jupytext --to notebook docs/tutorials/pintuning_tox21.py`. The full budget
-# (the shipped pre-trained GCN, 200 outer steps) takes about 10 minutes on 2 CPU cores;
-# `TUTORIAL_BUDGET=tiny` runs every cell in seconds with a small untrained network and 2 outer
+# (the shipped pre-trained GCN, 200 outer steps) took 28 minutes on 2 CPU cores shared with other
+# jobs; `TUTORIAL_BUDGET=tiny` runs every cell in seconds with a small untrained network and 2 outer
 # steps (what the test suite does), so its numbers are close to chance.
 
 # %%
