@@ -179,6 +179,7 @@ def test_produced_sets_are_nested_hold_no_target_and_match_the_record(
     assert plan["counts"] == {"read": 47, "duplicates_skipped": 0, "dropped_elements": with_br,
                               "dropped_target_molecules": 6, "pool": 47 - with_br - 6}
     record = json.loads(results.read_text())
+    assert record["xtb"]["method"] == "GFN2-xTB" and record["xtb"]["solvation_model"] == "alpb"
     members = {}
     for name, entry in record["sets"].items():
         assert entry["complete"] and entry["target_molecules"] == 0

@@ -244,6 +244,7 @@ def cut(args) -> dict:
     labelled, failed = label_state(db)
     targets = [s for smiles in read_targets(args.targets_dir).values() for s in smiles]
     record = {"labels_db": _relative(db), "labelled": len(labelled), "failed": len(failed),
+              "xtb": ASEAtomsData(str(db)).metadata["provenance"] if db.exists() else None,
               "plan": {k: v for k, v in plan.items() if k != "orders" and
                        not k.endswith("_similarity")}, "sets": {}}
     for name, spec in tqdm(plan["sets"].items(), desc="sets", disable=args.no_progress):
