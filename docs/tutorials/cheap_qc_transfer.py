@@ -14,10 +14,11 @@
 # 5. draw a parity plot.
 #
 # Run it with `python docs/tutorials/cheap_qc_transfer.py`: it works in `cheap_qc_tutorial/` of
-# the current folder and takes about half an hour on 2 CPU cores. `TUTORIAL_BUDGET=tiny` runs every
-# step in about a minute (a few dozen molecules, one epoch, a tiny network; what the test suite
-# does), so its errors say nothing about transfer learning. The measured comparison, with several
-# seeds and descriptor baselines, is on {doc}`../benchmarks/index`.
+# the current folder; the full budget took 19 minutes on 2 CPU cores shared with other jobs.
+# `TUTORIAL_BUDGET=tiny` runs every step with about a minute of CPU time (a few dozen molecules,
+# one epoch, a tiny network; what the test suite does), so its errors say nothing about transfer
+# learning. The measured comparison, with several seeds and descriptor baselines, is on
+# {doc}`../benchmarks/index`.
 
 # %%
 import os
