@@ -32,7 +32,7 @@ def _drawn(path: Path) -> bool:
 def test_fewshot_toxicity_tutorial(tox21, run_tutorial, tmp_path):
     tutorial = run_tutorial("pintuning_tox21")
     out = tmp_path / "pintuning_tutorial"
-    for protocol in ("paper", "deployment"):
+    for protocol in ("honest", "deployment"):
         result = tutorial[protocol]
         assert sorted(result["per_task"]) == sorted(tox21.test_tasks) and 0 <= result["roc_auc"] <= 1
     ranked = pd.read_csv(out / "scores.csv")

@@ -7,7 +7,7 @@
 #
 # 1. load Tox21 as a few-shot benchmark and look at its episodes,
 # 2. meta-train `dc.models.PinTuningModel` on the 9 training assays,
-# 3. evaluate it on the 3 held-out assays under the paper's protocol and the deployment protocol,
+# 3. evaluate it on the 3 held-out assays under the honest and the deployment protocols,
 # 4. score a library for "your own" assay from 10 + 10 labelled molecules,
 # 5. plot ROC curves and the molecules' embeddings before and after adaptation.
 #
@@ -105,17 +105,20 @@ learning_curve(OUT / "model" / "training_history.csv", title="Tox21 10-shot").sa
 # %% [markdown]
 # ## 4. Two evaluation protocols
 #
-# * **paper** (`protocol="paper"`, the published one): query molecules share context graphs in
-#   chunks and keep their labels on the 9 training assays as auxiliary edges.
+# Both score the final model on the fixed supports of seed 0:
+#
+# * **honest** (`protocol="paper"`, the published setting without picking the best of many
+#   evaluations): query molecules share context graphs in chunks and keep their labels on the 9
+#   training assays as auxiliary edges.
 # * **deployment** (`protocol="deployment"`): what a user's library has: no auxiliary labels,
 #   every molecule scored on a context graph of its own.
 #
 # The gap between the two is what the auxiliary labels are worth ({doc}`../concepts/protocols`).
 
 # %%
-paper = model.evaluate_fewshot(data, seed=0, return_scores=True)
+honest = model.evaluate_fewshot(data, seed=0, return_scores=True)
 deployment = model.evaluate_fewshot(data, seed=0, protocol="deployment")
-pd.DataFrame({"paper": {t: s["roc_auc"] for t, s in paper["per_task"].items()},
+pd.DataFrame({"honest": {t: s["roc_auc"] for t, s in honest["per_task"].items()},
               "deployment": {t: s["roc_auc"] for t, s in deployment["per_task"].items()}}).round(3)
 
 # %% [markdown]
@@ -143,10 +146,10 @@ ranked.head(10)
 # %% [markdown]
 # ## 6. Plots
 #
-# ROC and precision-recall curves of the paper-protocol evaluation, one curve per meta-test assay:
+# ROC and precision-recall curves of the honest evaluation, one curve per meta-test assay:
 
 # %%
-roc_pr_curves(paper, title="Tox21 10-shot").savefig(OUT / "roc_pr.png")
+roc_pr_curves(honest, title="Tox21 10-shot").savefig(OUT / "roc_pr.png")
 
 # %% [markdown]
 # And what the adaptation does to the molecules: the query molecules of one assay projected to
