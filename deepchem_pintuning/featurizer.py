@@ -3,14 +3,14 @@
 The pre-trained encoders of Hu et al. (ICLR 2020, "Strategies for Pre-training Graph Neural
 Networks") embed every atom with two integer indices and every bond with two integer indices:
 
-=========  ======================================================  ==========
-feature    index                                                    table rows
-=========  ======================================================  ==========
-atom type  atomic number - 1 (H = 0, C = 5, ... , Og = 117)         120 (118 = unused, 119 = mask token)
+=========  ========================================================  ==========
+feature    index                                                     table rows
+=========  ========================================================  ==========
+atom type  atomic number - 1 (H = 0, C = 5, ... , Og = 117)          120 (118 = unused, 119 = mask token)
 chirality  UNSPECIFIED = 0, TETRAHEDRAL_CW = 1, TETRAHEDRAL_CCW = 2  3
-bond type  SINGLE = 0, DOUBLE = 1, TRIPLE = 2, AROMATIC = 3         6 (4 = self loop, 5 = mask token)
+bond type  SINGLE = 0, DOUBLE = 1, TRIPLE = 2, AROMATIC = 3          6 (4 = self loop, 5 = mask token)
 bond dir   NONE = 0, ENDUPRIGHT = 1, ENDDOWNRIGHT = 2                3
-=========  ======================================================  ==========
+=========  ========================================================  ==========
 
 DeepChem's :class:`deepchem.feat.SNAPFeaturizer` reserves index 0 as a mask token for atoms and
 bonds, so its indices are shifted by one row against the published weight files. This featurizer

@@ -246,6 +246,8 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
             All episodes of a step in one batch (:mod:`batched_meta_training`); False runs the
             per-episode reference implementation (same mathematics, several times slower).
 
+        Notes
+        -----
         Every outer step (loss parts, seconds) and evaluation is recorded in :attr:`history`, also
         written to ``model_dir/training_history.csv``.
         """

@@ -25,6 +25,6 @@ fi
 pip=(.venv/bin/python -m pip --disable-pip-version-check)
 "${pip[@]}" install -q -c scripts/constraints.txt torch
 "${pip[@]}" install -q --no-deps --ignore-requires-python -c scripts/constraints.txt schnetpack
-"${pip[@]}" install -q -c scripts/constraints.txt -e ".[pintuning,schnet,plot,test]"
+"${pip[@]}" install -q -c scripts/constraints.txt -e ".[pintuning,schnet,plot,test,docs]"
 venv_mark_installed .venv
 echo "[setup] done: $(.venv/bin/python -c 'import torch, deepchem, schnetpack; print("torch", torch.__version__, "deepchem", deepchem.__version__, "schnetpack", schnetpack.__version__)')"
