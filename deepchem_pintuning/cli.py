@@ -202,7 +202,10 @@ def _device(name: str):
 
 
 def _plot(args: argparse.Namespace) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserInputError("plotting needs matplotlib: pip install 'deepchem-pintuning[plot]'") from None
     matplotlib.use("Agg")
     import torch
 

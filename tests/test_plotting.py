@@ -149,3 +149,10 @@ def test_plot_command_writes_the_figures(cld, trained, tmp_path, capsys):
                  "--embedding-property", "no-such-assay"]) == 2
     assert "no-such-assay" in capsys.readouterr().err
     assert not (tmp_path / "p2").exists()
+
+
+def test_plot_command_without_matplotlib_says_which_extra_to_install(tmp_path, capsys, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "matplotlib", None)     # an environment without the plot extra
+    assert main(["plot", "--model-dir", str(tmp_path), "--out-dir", str(tmp_path / "plots")]) == 2
+    assert "deepchem-pintuning[plot]" in capsys.readouterr().err
