@@ -187,6 +187,8 @@ def plot(cells: list, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from deepchem_pintuning.plotting import evaluation_curves
     table = aggregate(cells)
     keys = sorted(table)
     fig, (ax, curves) = plt.subplots(1, 2, figsize=(max(6, 0.5 * len(keys)) + 5, 4),
@@ -203,14 +205,12 @@ def plot(cells: list, path: Path) -> None:
     ax.set_ylabel("ROC-AUC (%)")
     ax.set_ylim(40, 100)
     ax.legend(fontsize=8)
-    # learning curves: Pin-Tuning's evaluations during meta-training (fresh supports each)
-    for cell in (c for c in cells if c["method"] == "pintuning"):
-        steps = [e["step"] for e in cell["evaluations"]]
-        curves.plot(steps, [100 * e["roc_auc"] for e in cell["evaluations"]], marker="o", markersize=3,
-                    label=f"{cell['dataset']} {cell['shots']}-shot seed {cell['seed']}")
-    curves.set_xlabel("outer step")
-    curves.set_ylabel("ROC-AUC (%), fresh supports")
-    curves.legend(fontsize=6)
+    # learning curves: Pin-Tuning's evaluations during meta-training (fresh supports each), one line per seed
+    runs: dict = {}
+    for cell in cells:
+        if cell["method"] == "pintuning":
+            runs.setdefault(f"{cell['dataset']} {cell['shots']}-shot", []).append(cell["evaluations"])
+    evaluation_curves(runs, ax=curves, key="roc_auc", title="Pin-Tuning during meta-training (fresh supports)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
