@@ -24,7 +24,8 @@ Methods (``METHODS``):
   learns target minus calibrated xTB (calibration fitted on the training
   fold) and adds it back (:class:`schnet_transfer.calibration.CalibratedResidual`).
 * baselines on the same folds: ``xtb_linear`` (calibrated xTB), ``soap_krr``,
-  ``soap_mlp``, ``soap_gradient_boosting``, ``mean``.
+  ``soap_mlp``, ``soap_gradient_boosting``, ``mean``; and the pre-trained
+  model without fine-tuning (``painn_pretrained_v1`` / ``_v2``, :meth:`Protocol.run_zero_shot`).
 
 Pre-training excludes every target molecule (same InChIKey) through its split
 file, so no test molecule is ever seen in pre-training.  A cell is finished
@@ -286,6 +287,36 @@ class Protocol:
                            {"experiment": experiment.format(t=self.target), "epochs": self.epochs,
                             "pretrain_epochs": self.pretrain_epochs if pretrained else None,
                             "label_correction": correction, "delta": delta, **extra})
+
+    def run_zero_shot(self, fold: int, pretrain: tuple[str, Path],
+                      n_train: int | None = None) -> dict[str, dict]:
+        """The pre-trained model on the test fold without fine-tuning, with v1 and v2 statistics.
+
+        ``painn_pretrained_v1`` maps the network's standardized output with the
+        v1 statistics (so it predicts calibrated xTB as far as the network
+        learned xTB); ``painn_pretrained_v2`` with the target's training-fold
+        mean and std (where v2 fine-tuning starts).  ``details`` hold the mean
+        z-score of the test molecules' xTB labels on the pre-training scale.
+        """
+        paths = {m: self.cell_path(m, fold, n_train, pretrain[0])
+                 for m in ("painn_pretrained_v1", "painn_pretrained_v2")}
+        if all(p.exists() for p in paths.values()):
+            return {m: json.loads(p.read_text()) for m, p in paths.items()}
+        split = read_split(self.split_file(fold, n_train))
+        train, test = split["train_idx"], split["test_idx"]
+        start = time.time()
+        z, _ = predict(pretrain[1], self.db, test, self.spec.property, postprocess=False,
+                       trust_pickle=True)
+        v1 = v1_statistics(pretrain[1], self.cheap, self.y, train)
+        preds = {"painn_pretrained_v1": z * v1["label_stddev"] + v1["label_mean"],
+                 "painn_pretrained_v2": z * self.y[train].std() + self.y[train].mean()}
+        details = {"epochs": 0, "pretrain_epochs": self.pretrain_epochs,
+                   "network_z_mean": float(z.mean()),
+                   "cheap_z_mean": float(np.mean((self.cheap[test] - v1["pretrain_mean"])
+                                                 / v1["pretrain_stddev"]))}
+        seconds = time.time() - start
+        return {m: self._write(paths[m], m, fold, split, preds[m], pretrain[0], seconds, details)
+                for m in paths}
 
     def run_baselines(self, fold: int, n_train: int | None = None) -> dict[str, dict]:
         """Calibrated xTB, SOAP models and the mean on one split (one cell each)."""

@@ -47,7 +47,7 @@ def summarize(cells: Sequence[dict]) -> list[dict]:
     for (target, model, size), group in sorted(groups.items()):
         group = sorted(group, key=lambda c: c["fold"])
         epochs = sorted({(d.get("epochs"), d.get("pretrain_epochs"))
-                         for d in (c.get("details", {}) for c in group) if d.get("epochs")})
+                         for d in (c.get("details", {}) for c in group) if d.get("epochs") is not None})
         row = {"target": target, "model": model, "size": size, "n_folds": len(group),
                "folds": [c["fold"] for c in group],
                "n_train": float(np.mean([c["n_train"] for c in group])),

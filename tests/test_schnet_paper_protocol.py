@@ -104,12 +104,14 @@ def protocol(tmp_path_factory):
     cells = {m: run.run_painn(m, 0, None, ("qm9", model))
              for m in ("painn_finetune_v1", "painn_delta_finetune")}
     cells.update(run.run_baselines(0))
+    cells.update(run.run_zero_shot(0, ("qm9", model)))
     return {"run": run, "cells": cells, "model": model, "work": work}
 
 
 def test_every_method_uses_the_same_fold(protocol):
     cells, run = protocol["cells"], protocol["run"]
-    assert set(cells) == {"painn_finetune_v1", "painn_delta_finetune", *BASELINES}
+    assert set(cells) == {"painn_finetune_v1", "painn_delta_finetune", "painn_pretrained_v1",
+                          "painn_pretrained_v2", *BASELINES}
     fold = run.folds[0]
     for name, cell in cells.items():
         assert cell["test_idx"] == fold["test_idx"].tolist(), name
@@ -184,3 +186,16 @@ def test_cli_folds_writes_the_protocols_split_files(protocol, tmp_path, capsys):
         assert all(np.array_equal(written[k], fold[k]) for k in fold)
     assert main(["folds", str(tmp_path / "none.db"), str(tmp_path / "f")]) == 2
     assert "no such database" in capsys.readouterr().err
+
+
+def test_zero_shot_cells_map_the_pretrained_output(protocol):
+    run, model, cells = protocol["run"], protocol["model"], protocol["cells"]
+    fold = run.folds[0]
+    z, _ = predict(model, run.db, fold["test_idx"], PROP, postprocess=False, trust_pickle=True)
+    stats = v1_statistics(model, run.cheap, run.y, fold["train_idx"])
+    v1 = z * stats["label_stddev"] + stats["label_mean"]
+    assert np.allclose(cells["painn_pretrained_v1"]["y_pred"], v1)
+    train = run.y[fold["train_idx"]]
+    assert np.allclose(cells["painn_pretrained_v2"]["y_pred"], z * train.std() + train.mean())
+    cheap_z = (run.cheap[fold["test_idx"]] - stats["pretrain_mean"]) / stats["pretrain_stddev"]
+    assert cells["painn_pretrained_v1"]["details"]["cheap_z_mean"] == pytest.approx(cheap_z.mean())

@@ -124,6 +124,9 @@ def run(args) -> None:
         models = {name: protocol.pretrain(name, db)
                   for name, db in tqdm(sets, desc=f"{target} pre-training")}
         first = (sets[0][0], models[sets[0][0]]) if sets else None
+        for name, model in models.items():
+            for fold in args.folds:
+                protocol.run_zero_shot(fold, (name, model))
         cells = [(m, f, None, first) for f in args.folds for m in args.methods]
         cells += [(m, f, None, (name, models[name])) for name, _ in sets[1:] for f in args.folds
                   for m in ("painn_finetune_v1", "painn_finetune_v2")]
