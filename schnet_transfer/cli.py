@@ -262,8 +262,9 @@ def _plot(args) -> dict:
     unit = cells[0]["unit"]
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     if args.kind == "parity":
-        y, predictions = cells_parity(cells, methods=args.methods)
-        parity_plot(y, predictions, unit, ax=ax, title=f"{cells[0]['target']}: test folds pooled")
+        y, predictions, folds = cells_parity(cells, methods=args.methods)
+        parity_plot(y, predictions, unit, ax=ax,
+                    title=f"{cells[0]['target']}: test folds {', '.join(map(str, folds))} pooled")
         shown = sorted(predictions)
     else:
         curves = cells_learning_curves(cells, methods=args.methods, metric=args.metric)

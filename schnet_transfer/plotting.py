@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -97,6 +98,8 @@ def error_vs_size(curves: Mapping[str, tuple[Sequence[float], Sequence[float], S
         ax.errorbar(np.asarray(sizes, float)[order], np.asarray(mean, float)[order],
                     yerr=np.asarray(spread, float)[order], marker="o", ms=4, capsize=3, label=name)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("training molecules")
     ax.set_ylabel(f"test {metric}" + (f" ({unit})" if unit else ""))
     if curves:
@@ -116,30 +119,33 @@ def _label(cell: dict) -> str:
 
 
 def cells_parity(cells: Sequence[dict], methods: Sequence[str] | None = None,
-                 full_size: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Test references and predictions pooled over folds, for models present in every fold.
+                 full_size: bool = True) -> tuple[np.ndarray, dict[str, np.ndarray], list[int]]:
+    """Test references and predictions pooled over the folds that every selected model has.
 
     ``full_size`` keeps the cells trained on whole training folds (``size``
     ``"all"``), else the smallest ``n_train`` of each model and fold.  Returns
-    ``(y_true, {model: y_pred})`` ordered by molecule index.
+    ``(y_true, {model: y_pred}, folds)`` ordered by molecule index.
+
+    Raises
+    ------
+    ValueError
+        If the selected models share no fold.
     """
     by_model = defaultdict(dict)
-    for c in cells:
+    for c in sorted(cells, key=lambda c: -c["n_train"]):
         if full_size != (c["size"] == "all"):
             continue
         if methods is None or _label(c) in methods or c["method"] in methods:
             by_model[_label(c)][c["fold"]] = c
-    folds = {c["fold"] for c in cells}
-    complete = {m: f for m, f in by_model.items() if set(f) == folds}
-    if not complete:
-        raise ValueError("no model has cells for every fold")
-    first = next(iter(complete.values()))
-    idx = np.concatenate([first[f]["test_idx"] for f in sorted(folds)])
+    folds = sorted(set.intersection(*(set(f) for f in by_model.values()))) if by_model else []
+    if not folds:
+        raise ValueError("the selected models share no fold")
+    first = next(iter(by_model.values()))
+    idx = np.concatenate([first[f]["test_idx"] for f in folds])
     order = np.argsort(idx)
-    y_true = np.concatenate([first[f]["y_true"] for f in sorted(folds)])[order]
-    preds = {m: np.concatenate([f[k]["y_pred"] for k in sorted(folds)])[order]
-             for m, f in complete.items()}
-    return y_true, preds
+    y_true = np.concatenate([first[f]["y_true"] for f in folds])[order]
+    preds = {m: np.concatenate([f[k]["y_pred"] for k in folds])[order] for m, f in by_model.items()}
+    return y_true, preds, folds
 
 
 def cells_learning_curves(cells: Sequence[dict], methods: Sequence[str] | None = None,

@@ -158,9 +158,11 @@ def _figure(cells: Sequence[dict], units: dict, path: Path) -> None:
         mine = [c for c in cells if c["target"] == target]
         shown = ["painn_scratch", "painn_finetune_v2", "painn_finetune_v1",
                  "painn_delta_finetune", "xtb_linear"]
+        present = [m for m in shown if any(c["method"] == m and c["size"] == "all" for c in mine)]
         try:
-            y, preds = cells_parity(mine, methods=shown)
-            parity_plot(y, preds, units[target], ax=row[0], title=f"{target}: test folds pooled")
+            y, preds, folds = cells_parity(mine, methods=present)
+            parity_plot(y, preds, units[target], ax=row[0],
+                        title=f"{target}: test folds {', '.join(map(str, folds))} pooled")
         except ValueError:
             row[0].set_visible(False)
         curves = cells_learning_curves(mine, methods=shown + ["soap_krr"])

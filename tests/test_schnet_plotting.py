@@ -44,7 +44,8 @@ def cells():
 
 
 def test_parity_plot_shows_every_molecule_of_every_model(cells):
-    y, preds = cells_parity(cells["cells"])
+    y, preds, folds = cells_parity(cells["cells"])
+    assert folds == [0, 1, 2, 3, 4]
     assert np.array_equal(y, cells["expt"])                 # 5 test folds = every molecule once
     assert np.array_equal(preds["calc"], cells["calc"])
     ax = parity_plot(y, preds, unit="kcal/mol")
@@ -60,6 +61,12 @@ def test_parity_plot_shows_every_molecule_of_every_model(cells):
     assert f"calc (MAE {mae:.3g})" in labels
     with pytest.raises(ValueError, match="predictions"):
         parity_plot(y, {"short": y[:10]})
+    # a model with fewer folds restricts the pooled folds of every model
+    partial = [c for c in cells["cells"] if c["method"] == "calc" or c["fold"] in (1, 3)]
+    y2, preds2, folds2 = cells_parity(partial)
+    expected = sum(len(kfold_splits(642)[f]["test_idx"]) for f in (1, 3))
+    assert folds2 == [1, 3]
+    assert len(y2) == expected == len(preds2["calc_linear"]) == len(preds2["calc"])
 
 
 def test_error_vs_size_draws_one_curve_per_model(cells):
