@@ -81,3 +81,19 @@ def test_baselines_cli(freesolv50, split, tmp_path):
         [sys.executable, "-m", "schnet_transfer.cli", "baselines", str(freesolv50), "gap",
          "--split", str(split)], capture_output=True, text=True)
     assert bad.returncode == 2 and "no property 'gap'" in bad.stderr
+
+
+def test_soap_progress_bar_counts_molecules_and_leaves_the_vectors_unchanged(freesolv50, capsys):
+    """The per-molecule loop behind the bar gives dscribe's batch result exactly."""
+    from dscribe.descriptors import SOAP
+    from schnetpack.data import ASEAtomsData
+
+    X, _ = soap_features(freesolv50, "hydration_free_energy", progress=True)
+    bar = capsys.readouterr().err
+    assert "SOAP" in bar and "50/50" in bar, bar
+    atoms = [row.toatoms() for row in ASEAtomsData(freesolv50).conn.select()]
+    species = sorted({s for a in atoms for s in a.get_chemical_symbols()})
+    batch = SOAP(species=species, r_cut=5.0, n_max=6, l_max=4, average="inner", periodic=False).create(atoms)
+    np.testing.assert_array_equal(X, batch)
+    soap_features(freesolv50, "hydration_free_energy", progress=False)
+    assert capsys.readouterr().err == ""
