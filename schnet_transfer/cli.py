@@ -95,6 +95,20 @@ def _add_label(sub) -> None:
     )
     p.add_argument("--max-size", type=_positive_int, default=None,
                    help="seeded cap of the set size (>= 1)")
+    p.add_argument(
+        "--exclude-targets", nargs="+", default=[], choices=["hopv", "freesolv"],
+        help="drop the molecules of these target sets (InChIKey connectivity block), so that "
+             "no test-fold molecule is pre-trained on; SMILES inputs only (greedy like "
+             "--structures: give out before it or another flag after it)",
+    )
+    p.add_argument(
+        "--similar-to", default=None, choices=["hopv", "freesolv"],
+        help="with --max-size: the molecules most similar to this target set (Morgan Tanimoto "
+             "to the nearest target molecule) instead of a random subsample; its molecules are "
+             "never selected",
+    )
+    p.add_argument("--targets-dir", default="data",
+                   help="folder holding hopv/ and freesolv/ (default: data)")
     p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
     p.add_argument("--workers", type=_positive_int, default=None, help="LocalCluster workers")
     p.add_argument("--no-progress", action="store_true")
@@ -173,6 +187,7 @@ def _label(args) -> dict:
     from .labelling import label_molecules
     from .pretraining_set import (
         cap, drop_elements, read_smiles_table, read_structure_files, require_element)
+    from .target_similar import exclude_molecules, read_target_smiles, select_similar
     from .xtb_labels import XtbSettings
 
     if args.smiles_table:
@@ -185,7 +200,16 @@ def _label(args) -> dict:
     if args.require_element:
         items = require_element(items, args.require_element)
     filtered = len(items)
-    if args.max_size is not None:
+    targets = {name: read_target_smiles(name, os.path.join(args.targets_dir, name))
+               for name in {*args.exclude_targets, args.similar_to} - {None}}
+    if args.exclude_targets:
+        items = exclude_molecules(items, [s for n in args.exclude_targets for s in targets[n]])
+    targets_out = filtered - len(items)
+    if args.similar_to is not None:
+        if args.max_size is None:
+            raise ValueError("--similar-to needs --max-size (how many molecules to select)")
+        items = select_similar(items, targets[args.similar_to], args.max_size)
+    elif args.max_size is not None:
         items = cap(items, args.max_size, seed=args.seed)
     settings = XtbSettings(
         method=args.method, solvation_model=args.solvation_model, solvent=args.solvent,
@@ -206,7 +230,8 @@ def _label(args) -> dict:
         "read": len(source.items),
         "duplicates_skipped": source.duplicates,
         "filtered_out": len(source.items) - filtered,
-        "capped_out": filtered - len(items),
+        "target_molecules_out": targets_out,
+        "capped_out": filtered - targets_out - len(items),
         "inputs": len(items),
         **asdict(summary),
         "failures": failures,

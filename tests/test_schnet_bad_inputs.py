@@ -366,3 +366,25 @@ def test_docstring_examples_of_new_modules(name):
     module = importlib.import_module(f"schnet_transfer.{name}")
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_label_excludes_target_molecules_and_selects_similar_ones(tmp_path, capsys, monkeypatch):
+    """FreeSolv's ethane, acetic acid (written as acetate) and 1-propanol never enter a pre-training
+    set; --similar-to picks the pool molecule nearest to FreeSolv (tetracosane, Tanimoto 1.0 to
+    FreeSolv's alkanes) and never a FreeSolv molecule, which would be as near."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    table = tmp_path / "pool.csv"
+    table.write_text("id,smiles\na,CC\nb,CC(=O)[O-]\nc,CCCO\nd,CCCCCCCCCCCCCCCCCCCCCCCC\ne,C[Si](C)(C)C\n")
+    formulas = lambda db: sorted(r.toatoms().get_chemical_formula() for r in ASEAtomsData(str(db)).conn.select())
+    common = ["label", "--smiles-table", table, "--id-column", "id", "--workers", 1]
+    rc, out, err = _cli([*common, "--exclude-targets", "freesolv", "--no-progress", tmp_path / "excluded.db"], capsys)
+    assert rc == 0, err
+    summary = json.loads(out)
+    assert (summary["read"], summary["target_molecules_out"], summary["inputs"]) == (5, 3, 2)
+    assert formulas(tmp_path / "excluded.db") == ["C24H50", "C4H12Si"]
+    rc, out, err = _cli([*common, "--no-progress", "--similar-to", "freesolv", "--max-size", 1, tmp_path / "similar.db"],
+                        capsys)
+    assert rc == 0, err
+    assert formulas(tmp_path / "similar.db") == ["C24H50"]
+    rc, out, err = _cli(["label", "--smiles-table", table, "--similar-to", "freesolv", tmp_path / "x.db"], capsys)
+    _assert_user_error(rc, out, err, r"--similar-to needs --max-size")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-MODULES = ["conformers", "xtb_labels", "pretraining_set", "labelling", "datasets",
+MODULES = ["conformers", "xtb_labels", "pretraining_set", "target_similar", "labelling", "datasets",
            "normalizer", "calibration", "finetune", "baselines", "target_labels", "kfold",
            "paper", "report", "plotting"]
 

@@ -239,12 +239,3 @@ def test_throughput_table_is_generated_from_its_json():
         rates = [r["molecules_per_s"] for r in result["runs"] if r["workers"] == runs]
         assert result["summary"][workers]["molecules_per_s_mean"] == pytest.approx(
             np.mean(rates), abs=1e-3)
-
-
-def test_target_similar_docstring_examples():
-    import doctest
-
-    import schnet_transfer.target_similar as module
-
-    result = doctest.testmod(module)
-    assert result.attempted >= 4 and result.failed == 0
