@@ -309,13 +309,13 @@ def load_fewshot(name: str,
         raise DataFileNotFoundError(f"{raw_file} not found." + (" " + PCBA_HELP if name == "pcba" else ""))
     # one cache file per raw-file content and featurizer: an edited copy is never served a stale featurization
     cache_file = Path(save_dir) / f"{name}-{_file_digest(raw_file)}-{featurizer}.npz"
+    raw_smiles = _raw_smiles(raw_file)   # the progress bar's total and the skipped-molecule report
     cached = load_featurized(cache_file) if reload else None
     if cached is None:
         # DeepChem logs every unparsable molecule with a traceback; they are reported once below instead.
         # Its own cache (pickled shards) is written to a scratch folder and never read back.
-        n_raw = len(_raw_smiles(raw_file))
         with _quiet_featurization(), tempfile.TemporaryDirectory() as scratch, \
-                _featurization_progress(featurizer, n_raw, f"featurizing {name}", progress):
+                _featurization_progress(featurizer, len(raw_smiles), f"featurizing {name}", progress):
             if name.startswith("toxcast-"):
                 tasks = list(pd.read_csv(raw_file, nrows=0).columns[1:])
                 featurized = _featurize_toxcast_group(raw_file, tasks, featurizer, scratch)
@@ -327,7 +327,7 @@ def load_fewshot(name: str,
         cached = load_featurized(cache_file)
     dataset, tasks = cached
 
-    skipped = _find_skipped(_raw_smiles(raw_file), [str(s) for s in dataset.ids], featurizer)
+    skipped = _find_skipped(raw_smiles, [str(s) for s in dataset.ids], featurizer)
     if skipped:
         logger.warning("%s: skipped %d of %d molecules that cannot be featurized, e.g. %s (%s)",
                        name, len(skipped), len(skipped) + len(dataset), skipped[0][0], skipped[0][1])
