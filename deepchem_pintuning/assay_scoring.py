@@ -50,7 +50,7 @@ class AssayScoring:
         """
         library = smiles if isinstance(smiles, FeaturizedLibrary) else featurize_library(smiles, self.config.kekulize)
         scores = np.full(int(library.distinct_index.max(initial=-1)) + 1, np.nan)
-        if library.graphs:
+        if len(library.graphs):
             scores[library.featurized] = score_molecules(self.model, adapted, library.graphs, batch_size,
                                                          self.workers)
         return scores[library.distinct_index], library.reasons

@@ -154,7 +154,7 @@ def estimate_fisher(encoder: PretrainedGNN, batches: Sequence, mask_rate: float 
     batches: sequence of PyG batches
         Molecules to average over (for example collated shipped MOSES molecules).
     """
-    from deepchem_pintuning.featurizer import MASK_ATOM_TYPE
+    from deepchem_pintuning.molecule_graph import MASK_ATOM_TYPE
 
     generator = torch.Generator().manual_seed(seed)
     was_training = encoder.training

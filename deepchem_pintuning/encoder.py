@@ -21,8 +21,8 @@ from torch import nn
 from torch_geometric.nn import MessagePassing, global_mean_pool
 from torch_geometric.utils import add_self_loops, degree
 
-from deepchem_pintuning.featurizer import (NUM_ATOM_TYPES, NUM_BOND_DIRECTIONS, NUM_BOND_TYPES,
-                                           NUM_CHIRALITY_TAGS, SELF_LOOP_BOND_TYPE)
+from deepchem_pintuning.molecule_graph import (NUM_ATOM_TYPES, NUM_BOND_DIRECTIONS, NUM_BOND_TYPES,
+                                               NUM_CHIRALITY_TAGS, SELF_LOOP_BOND_TYPE)
 
 LayerHook = Callable[[int, torch.Tensor], torch.Tensor]
 

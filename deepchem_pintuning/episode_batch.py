@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from deepchem_pintuning.context_graph import NUM_EDGE_TYPES, label_edge_types
-from deepchem_pintuning.featurizer import NUM_BOND_DIRECTIONS, NUM_BOND_TYPES, SELF_LOOP_BOND_TYPE
+from deepchem_pintuning.molecule_graph import NUM_BOND_DIRECTIONS, NUM_BOND_TYPES, SELF_LOOP_BOND_TYPE, FlatGraphs
 
 BOND_CATEGORIES = NUM_BOND_TYPES * NUM_BOND_DIRECTIONS
 
@@ -41,13 +41,34 @@ class PackedGraphs:
         atoms = [np.asarray(g.node_features, dtype=np.int64) for g in graphs]
         bonds = [np.asarray(g.edge_index, dtype=np.int64).reshape(2, -1) for g in graphs]
         bond_features = [np.asarray(g.edge_features, dtype=np.int64).reshape(-1, 2) for g in graphs]
-        self.n_atoms = torch.as_tensor([len(a) for a in atoms], device=device)
-        self.n_bonds = torch.as_tensor([b.shape[1] for b in bonds], device=device)
+        self._set([len(a) for a in atoms], [b.shape[1] for b in bonds], np.concatenate(atoms),
+                  np.concatenate(bonds, axis=1), np.concatenate(bond_features), device)
+
+    @classmethod
+    def from_flat(cls, flat: FlatGraphs, device: Optional[torch.device] = None) -> "PackedGraphs":
+        """The molecules of a :class:`~deepchem_pintuning.molecule_graph.FlatGraphs`, without copying on the CPU.
+
+        Examples
+        --------
+        >>> from deepchem_pintuning.molecule_graph import flat_graphs
+        >>> PackedGraphs.from_flat(flat_graphs(["CCO", "C#N"])).n_bonds.tolist()
+        [4, 2]
+        """
+        packed = cls.__new__(cls)
+        packed._set(flat.n_atoms, flat.n_bonds, flat.atoms, flat.bonds, flat.bond_features, device)
+        return packed
+
+    def _set(self, n_atoms, n_bonds, atoms, bonds, bond_features, device) -> None:
+        self.n_atoms = torch.as_tensor(n_atoms, dtype=torch.long, device=device)
+        self.n_bonds = torch.as_tensor(n_bonds, dtype=torch.long, device=device)
         self.atom_ptr = torch.cat([self.n_atoms.new_zeros(1), self.n_atoms.cumsum(0)])
         self.bond_ptr = torch.cat([self.n_bonds.new_zeros(1), self.n_bonds.cumsum(0)])
-        self.atoms = torch.as_tensor(np.concatenate(atoms), device=device)                   # [atoms, 2]
-        self.bonds = torch.as_tensor(np.concatenate(bonds, axis=1), device=device)           # [2, bonds], local
-        self.bond_features = torch.as_tensor(np.concatenate(bond_features), device=device)   # [bonds, 2]
+        self.atoms = torch.as_tensor(atoms, device=device)                   # [atoms, 2]
+        self.bonds = torch.as_tensor(bonds, device=device)                   # [2, bonds], local
+        self.bond_features = torch.as_tensor(bond_features, device=device)   # [bonds, 2]
+
+    def __len__(self) -> int:
+        return len(self.n_atoms)
 
 
 def _segments(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

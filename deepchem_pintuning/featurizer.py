@@ -23,40 +23,13 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-import numpy as np
 from deepchem.feat import MolecularFeaturizer
 from deepchem.feat.graph_data import GraphData
-from rdkit import Chem, rdBase
+from rdkit import Chem
 
-NUM_ATOM_TYPES = 120
-NUM_CHIRALITY_TAGS = 3
-NUM_BOND_TYPES = 6
-NUM_BOND_DIRECTIONS = 3
-SELF_LOOP_BOND_TYPE = 4
-MASK_ATOM_TYPE = 119
-MASK_BOND_TYPE = 5
-MAX_ATOMIC_NUMBER = 118
+from deepchem_pintuning.molecule_graph import UnsupportedMoleculeError, graph_arrays, smiles_graph_arrays
 
-CHIRALITY_INDEX = {
-    Chem.rdchem.ChiralType.CHI_UNSPECIFIED: 0,
-    Chem.rdchem.ChiralType.CHI_TETRAHEDRAL_CW: 1,
-    Chem.rdchem.ChiralType.CHI_TETRAHEDRAL_CCW: 2,
-}
-BOND_TYPE_INDEX = {
-    Chem.rdchem.BondType.SINGLE: 0,
-    Chem.rdchem.BondType.DOUBLE: 1,
-    Chem.rdchem.BondType.TRIPLE: 2,
-    Chem.rdchem.BondType.AROMATIC: 3,
-}
-BOND_DIRECTION_INDEX = {
-    Chem.rdchem.BondDir.NONE: 0,
-    Chem.rdchem.BondDir.ENDUPRIGHT: 1,
-    Chem.rdchem.BondDir.ENDDOWNRIGHT: 2,
-}
-
-
-class UnsupportedMoleculeError(ValueError):
-    """A molecule has an atom or bond that the pretrain-gnns embedding tables cannot represent."""
+__all__ = ["PretrainGNNFeaturizer", "UnsupportedMoleculeError"]
 
 
 class PretrainGNNFeaturizer(MolecularFeaturizer):
@@ -98,41 +71,8 @@ class PretrainGNNFeaturizer(MolecularFeaturizer):
     def _featurize(self, datapoint: Chem.Mol, **kwargs) -> GraphData:
         if datapoint is None:
             raise UnsupportedMoleculeError("RDKit could not parse the molecule")
-        mol = datapoint
-        if self.kekulize:  # on a copy: the caller's molecule keeps its aromatic bonds
-            mol = Chem.Mol(datapoint)
-            Chem.Kekulize(mol)
-        atoms = [(atom.GetAtomicNum(), atom.GetChiralTag()) for atom in mol.GetAtoms()]
-        for index, (z, tag) in enumerate(atoms):
-            if not 1 <= z <= MAX_ATOMIC_NUMBER:
-                raise UnsupportedMoleculeError(
-                    f"{Chem.MolToSmiles(datapoint)}: atom {index} has atomic number {z}; the embedding "
-                    f"table covers 1..{MAX_ATOMIC_NUMBER} (dummy atoms '*' are not allowed)")
-            if tag not in CHIRALITY_INDEX:
-                raise UnsupportedMoleculeError(
-                    f"{Chem.MolToSmiles(datapoint)}: atom {index} ({mol.GetAtomWithIdx(index).GetSymbol()}) has "
-                    f"chiral tag {tag}; the pretrain-gnns chirality table only has UNSPECIFIED, TETRAHEDRAL_CW "
-                    "and TETRAHEDRAL_CCW")
-        node_features = np.array([(z - 1, CHIRALITY_INDEX[tag]) for z, tag in atoms], dtype=np.int64).reshape(-1, 2)
-
-        bonds = [(bond.GetBeginAtomIdx(), bond.GetEndAtomIdx(), bond.GetBondType(), bond.GetBondDir())
-                 for bond in mol.GetBonds()]
-        for index, (_, _, btype, bdir) in enumerate(bonds):
-            if btype not in BOND_TYPE_INDEX:
-                raise UnsupportedMoleculeError(
-                    f"{Chem.MolToSmiles(datapoint)}: bond {index} has type {btype}; supported: "
-                    "SINGLE, DOUBLE, TRIPLE, AROMATIC")
-            if bdir not in BOND_DIRECTION_INDEX:
-                raise UnsupportedMoleculeError(
-                    f"{Chem.MolToSmiles(datapoint)}: bond {index} has direction {bdir}; supported: "
-                    "NONE, ENDUPRIGHT, ENDDOWNRIGHT")
-        # every bond in both directions: (i -> j, j -> i) per bond, with the same features
-        ends = np.array([(i, j) for i, j, _, _ in bonds], dtype=np.int64).reshape(-1, 2)
-        edge_index = np.stack([ends, ends[:, ::-1]], axis=1).reshape(-1, 2).T.copy()
-        features = np.array([(BOND_TYPE_INDEX[t], BOND_DIRECTION_INDEX[d]) for _, _, t, d in bonds],
-                            dtype=np.int64).reshape(-1, 2)
-        return GraphData(node_features=node_features, edge_index=edge_index,
-                         edge_features=np.repeat(features, 2, axis=0))
+        node_features, edge_index, edge_features = graph_arrays(datapoint, self.kekulize)
+        return GraphData(node_features=node_features, edge_index=edge_index, edge_features=edge_features)
 
     def featurize_one(self, smiles: str) -> Tuple[Optional[GraphData], Optional[str]]:
         """Parse ``smiles`` once: ``(graph, None)``, or ``(None, why it cannot be featurized)``.
@@ -142,15 +82,14 @@ class PretrainGNNFeaturizer(MolecularFeaturizer):
         >>> graph, reason = PretrainGNNFeaturizer().featurize_one("CCO")
         >>> graph.node_features.shape, reason
         ((3, 2), None)
+        >>> PretrainGNNFeaturizer().featurize_one("")
+        (None, 'empty SMILES')
         """
-        with rdBase.BlockLogs():
-            mol = Chem.MolFromSmiles(smiles)
-        if mol is None:
-            return None, "RDKit could not parse the SMILES"
-        try:
-            return self._featurize(mol), None
-        except UnsupportedMoleculeError as error:
-            return None, str(error)
+        arrays, reason = smiles_graph_arrays(smiles, self.kekulize)
+        if arrays is None:
+            return None, reason
+        node_features, edge_index, edge_features = arrays
+        return GraphData(node_features=node_features, edge_index=edge_index, edge_features=edge_features), None
 
     def explain_failure(self, smiles: str) -> Optional[str]:
         """Return why ``smiles`` cannot be featurized, or None when it can.

@@ -11,8 +11,8 @@ a random sample of the library. For ranking a user's library that is the wrong c
 2. :func:`score_molecules`: for every molecule, the context graph ``support + that molecule`` in
    eval mode. With BatchNorm in eval mode nothing else couples the molecules, so only the scored
    molecule goes through the adapted encoder (the support molecules' own outputs are not needed),
-   the first similarity layer's support-support scores are computed once for all molecules, and
-   many molecules are scored at once as a batch of small graphs.
+   what the context graphs share is computed once (:mod:`deepchem_pintuning.inductive_context`),
+   and many molecules are scored at once as a batch of small graphs.
 
 A score therefore depends only on the model, the support set, ``seed`` and the molecule: the same
 call gives the same scores, and a molecule's score does not change with the rest of the library.
@@ -23,20 +23,17 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from deepchem_pintuning.batched_context import context_forward, pair_scores, similarity_scores
 from deepchem_pintuning.batched_meta_training import batched_inner_adapt
 from deepchem_pintuning.batched_network import ParamView, adapter_hook, classify, encode, lookup
-from deepchem_pintuning.episode_batch import (EpisodeBatch, GraphBatch, LabelGraph, PackedGraphs, dense_label_graph,
-                                              gather_graphs)
+from deepchem_pintuning.episode_batch import EpisodeBatch, GraphBatch, PackedGraphs, dense_label_graph, gather_graphs
 from deepchem_pintuning.grouped_ops import PassState
+from deepchem_pintuning.inductive_context import SupportContext, molecule_context
 from deepchem_pintuning.pintuning import PinTuning
-
-FIRST_SIMILARITY = "context.similarity.0.net."
 
 
 @dataclass
@@ -116,29 +113,32 @@ def adapt_to_support(model: PinTuning, graphs: Sequence, labels: np.ndarray, tas
                           torch.as_tensor(aux, dtype=dtype, device=label_table.device))
 
 
-def score_molecules(model: PinTuning, adapted: AdaptedSupport, graphs: Sequence, batch_size: int = 64,
-                    workers: int = 1) -> np.ndarray:
+def score_molecules(model: PinTuning, adapted: AdaptedSupport, graphs: Union[Sequence, PackedGraphs],
+                    batch_size: int = 64, workers: int = 1) -> np.ndarray:
     """Probability of activity of every molecule in ``graphs``, each on its own context graph.
 
-    Batches of ``batch_size`` molecules are scored in ``workers`` threads (one CPU core each).
+    ``graphs``: featurized molecules (``GraphData``), or already packed. Batches of ``batch_size``
+    molecules are scored in ``workers`` threads (one CPU core each).
     """
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             params = ParamView(model, adapted.fast)
-            # the first similarity layer sees the frozen vectors: support-support scores are shared by all
-            support_scores = similarity_scores(model.context.similarity[0], params, FIRST_SIMILARITY,
-                                               adapted.frozen.unsqueeze(0), None)[0]
+            prop_x = lookup(params.get("property_embedding.weight"), adapted.property_ids)[0]
             # label edges of a support + one molecule graph: the same for every molecule
             labels = dense_label_graph(adapted.labels[None], adapted.query_aux_labels.view(1, 1, -1),
                                        model.config.query_aux_offset)
+            shared = SupportContext.build(model.context, params, "context.", prop_x, adapted.frozen, labels)
+
+        packed = graphs if isinstance(graphs, PackedGraphs) else PackedGraphs(graphs, shared.support_x.device)
+        n_graphs = len(packed)
 
         def score(start: int) -> np.ndarray:
             with torch.no_grad():
-                return _score_chunk(model, adapted, params, support_scores, labels, graphs[start:start + batch_size])
+                return _score_chunk(model, params, shared, packed, start, min(start + batch_size, n_graphs))
 
-        starts = range(0, len(graphs), batch_size)
+        starts = range(0, n_graphs, batch_size)
         if workers > 1 and len(starts) > 1:
             with ThreadPoolExecutor(workers) as pool:
                 scores = list(pool.map(score, starts))
@@ -149,31 +149,11 @@ def score_molecules(model: PinTuning, adapted: AdaptedSupport, graphs: Sequence,
     return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
 
 
-def _first_layer_scores(model: PinTuning, params: ParamView, support_scores: torch.Tensor, support: torch.Tensor,
-                        molecules: torch.Tensor) -> torch.Tensor:
-    """First-layer similarity scores ``[B, n_s + 1, n_s + 1]`` of the graphs ``support + molecule``."""
-    n_mols, n_support = molecules.size(0), support.size(0)
-    to_support = pair_scores(model.context.similarity[0], params, FIRST_SIMILARITY,
-                             molecules.unsqueeze(1) - support.unsqueeze(0), None)               # [B, n_s]
-    scores = support_scores.new_zeros(n_mols, n_support + 1, n_support + 1)
-    scores[:, :n_support, :n_support] = support_scores
-    scores[:, n_support, :n_support] = to_support
-    scores[:, :n_support, n_support] = to_support
-    return scores
-
-
-def _score_chunk(model: PinTuning, adapted: AdaptedSupport, params: ParamView, support_scores: torch.Tensor,
-                 labels: LabelGraph, graphs: Sequence) -> np.ndarray:
-    n_mols, (n_support, n_props) = len(graphs), adapted.labels.shape
-    chunk = gather_graphs(PackedGraphs(graphs, adapted.frozen.device), torch.arange(n_mols).view(1, -1))
+def _score_chunk(model: PinTuning, params: ParamView, shared: SupportContext, packed: PackedGraphs, start: int,
+                 stop: int) -> np.ndarray:
+    chunk = gather_graphs(packed, torch.arange(start, stop, device=packed.atoms.device).view(1, -1))
     frozen = _frozen_vectors(model, chunk)[0]                                                   # [B, d]
-    labels = LabelGraph(*(t.expand(n_mols, *t.shape[1:]) for t in (labels.adjacency, labels.type_counts,
-                                                                    labels.in_degree)))
-    mol_x = torch.cat([adapted.frozen.expand(n_mols, -1, -1), frozen.unsqueeze(1)], dim=1)     # [B, n_s + 1, d]
-    prop_x = lookup(params.get("property_embedding.weight"), adapted.property_ids).expand(n_mols, -1, -1)
-    first_scores = _first_layer_scores(model, params, support_scores, adapted.frozen, frozen)
-    nodes = context_forward(model.context, params, "context.", prop_x, mol_x, labels, None, first_scores)
-    prop_context, mol_context = nodes[:, 0], nodes[:, n_props + n_support]                     # [B, d] each
+    prop_context, mol_context = molecule_context(model.context, params, "context.", shared, frozen)
     hook = None if model.adapters is None else adapter_hook(model.adapters, params, "adapters.", chunk,
                                                             mol_context.unsqueeze(0), prop_context.unsqueeze(0))
     vectors = encode(model.encoder, params, "encoder.", chunk, None, hook)[0]                   # [B, d]

@@ -57,8 +57,8 @@ from tqdm.auto import tqdm
 
 from deepchem_pintuning.batching import graph_to_data
 from deepchem_pintuning.encoder import PretrainedGNN
-from deepchem_pintuning.featurizer import (MASK_ATOM_TYPE, MASK_BOND_TYPE, PretrainGNNFeaturizer,
-                                           UnsupportedMoleculeError)
+from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
+from deepchem_pintuning.molecule_graph import MASK_ATOM_TYPE, MASK_BOND_TYPE, UnsupportedMoleculeError
 from deepchem_pintuning.library_io import UserInputError
 
 logger = logging.getLogger(__name__)

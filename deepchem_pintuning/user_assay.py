@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator, List, Sequence, Tuple, TypeVar
 
@@ -11,7 +10,9 @@ import numpy as np
 
 from deepchem_pintuning.data import FewShotDataset
 from deepchem_pintuning.episodes import Episode
+from deepchem_pintuning.episode_batch import PackedGraphs
 from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
+from deepchem_pintuning.molecule_graph import FeaturizerProcess, FlatGraphs, flat_graphs
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +34,7 @@ def featurize_with_reasons(smiles: Sequence[str], kekulize: bool = False) -> Tup
     featurizer = PretrainGNNFeaturizer(kekulize=kekulize)
     graphs, kept, reasons = [], [], []
     for position, text in enumerate(smiles):
-        graph, reason = featurizer.featurize_one(text) if text else (None, "empty SMILES")
-        if graph is not None and len(graph.node_features) == 0:
-            graph, reason = None, "the molecule has no atoms"
+        graph, reason = featurizer.featurize_one(text)
         if graph is not None:
             graphs.append(graph)
             kept.append(position)
@@ -47,13 +46,24 @@ def featurize_with_reasons(smiles: Sequence[str], kekulize: bool = False) -> Tup
 class FeaturizedLibrary:
     """A list of SMILES with each distinct SMILES featurized once (copies share one graph, hence one score)."""
 
-    graphs: List                # graphs of the distinct SMILES that could be featurized
+    graphs: PackedGraphs        # the distinct SMILES that could be featurized
     featurized: np.ndarray      # [len(graphs)] their positions among the distinct SMILES
     distinct_index: np.ndarray  # [n_inputs] position of each input among the distinct SMILES
     reasons: List[str]          # per input: why it cannot be featurized ("" when it can)
 
     def __len__(self) -> int:
         return len(self.distinct_index)
+
+
+def _distinct(smiles: Sequence[str]) -> Tuple[List[str], np.ndarray]:
+    """The distinct SMILES in order of appearance, and each input's position among them."""
+    distinct = list(dict.fromkeys(smiles))
+    position = {s: i for i, s in enumerate(distinct)}
+    return distinct, np.array([position[s] for s in smiles], dtype=np.int64)
+
+
+def _library(flat: FlatGraphs, index: np.ndarray) -> FeaturizedLibrary:
+    return FeaturizedLibrary(PackedGraphs.from_flat(flat), flat.kept, index, [flat.reasons[i] for i in index])
 
 
 def featurize_library(smiles: Sequence[str], kekulize: bool = False) -> FeaturizedLibrary:
@@ -65,32 +75,38 @@ def featurize_library(smiles: Sequence[str], kekulize: bool = False) -> Featuriz
     >>> len(library.graphs), library.distinct_index.tolist(), library.reasons
     (1, [0, 1, 0], ['', 'RDKit could not parse the SMILES', ''])
     """
-    distinct = list(dict.fromkeys(smiles))
-    graphs, kept, reasons = featurize_with_reasons(distinct, kekulize)
-    position = {s: i for i, s in enumerate(distinct)}
-    index = np.array([position[s] for s in smiles], dtype=np.int64)
-    return FeaturizedLibrary(graphs, np.asarray(kept, dtype=np.int64), index, [reasons[i] for i in index])
+    distinct, index = _distinct(smiles)
+    return _library(flat_graphs(distinct, kekulize), index)
 
 
 def featurize_ahead(chunks: Iterable[Tuple[Payload, Sequence[str]]],
                     kekulize: bool = False) -> Iterator[Tuple[Payload, FeaturizedLibrary]]:
     """``(payload, smiles)`` chunks -> ``(payload, featurized)``, chunk ``k + 1`` featurized in a
-    background thread while the caller scores chunk ``k``.
+    worker process while the caller scores chunk ``k``.
+
+    A process, not a thread: RDKit parsing holds the interpreter lock, and in a thread it slowed
+    the scoring threads by about a fifth. The worker
+    (:class:`~deepchem_pintuning.molecule_graph.FeaturizerProcess`) imports RDKit and numpy only
+    and returns flat arrays.
 
     Examples
     --------
     >>> [(name, len(lib.graphs)) for name, lib in featurize_ahead([("a", ["CCO", "CC"]), ("b", ["C1C"])])]
     [('a', 2), ('b', 0)]
     """
-    with ThreadPoolExecutor(1) as pool:
-        pending = None
-        for payload, smiles in chunks:
-            future = pool.submit(featurize_library, smiles, kekulize)
-            if pending is not None:
-                yield pending[0], pending[1].result()
-            pending = (payload, future)
+    chunks = iter(chunks)
+    with FeaturizerProcess(kekulize) as process:
+        pending = next(chunks, None)
         if pending is not None:
-            yield pending[0], pending[1].result()
+            distinct, index = _distinct(pending[1])
+            process.request(distinct)
+        while pending is not None:
+            payload, flat = pending[0], process.result()
+            pending, current_index = next(chunks, None), index
+            if pending is not None:  # the next chunk is featurized while the caller scores this one
+                distinct, index = _distinct(pending[1])
+                process.request(distinct)
+            yield payload, _library(flat, current_index)
 
 
 def featurize_or_skip(smiles: Sequence[str], role: str,

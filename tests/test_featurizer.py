@@ -1,9 +1,13 @@
 """The featurizer must produce the row indices of the Hu et al. pretrain-gnns embedding tables."""
 import numpy as np
 import pytest
+import torch
 from rdkit import Chem
 
+from deepchem_pintuning.episode_batch import PackedGraphs
 from deepchem_pintuning.featurizer import PretrainGNNFeaturizer, UnsupportedMoleculeError
+from deepchem_pintuning.molecule_graph import FeaturizerProcess
+from deepchem_pintuning.user_assay import featurize_ahead, featurize_library
 
 
 def featurize(smiles, **kwargs):
@@ -75,3 +79,34 @@ def test_explain_failure():
 def test_cache_name_carries_options_and_version():
     assert str(PretrainGNNFeaturizer()) != str(PretrainGNNFeaturizer(kekulize=True))
     assert str(PretrainGNNFeaturizer()).endswith(f"_v{PretrainGNNFeaturizer.FORMAT_VERSION}")
+
+
+@pytest.mark.parametrize("kekulize", [False, True])
+def test_featurize_ahead_gives_the_in_process_graphs(cld, kekulize):
+    """The worker process, the in-process library featurization and the DeepChem featurizer agree."""
+    smiles = list(cld.smiles[:150]) + ["", "C1CC", "*C", cld.smiles[3], "[Na+].[Cl-]"]
+    chunks = [(k, smiles[k:k + 40]) for k in range(0, len(smiles), 40)]
+    for (k, chunk), (payload, ahead) in zip(chunks, featurize_ahead(chunks, kekulize), strict=True):
+        here = featurize_library(chunk, kekulize)
+        assert payload == k and ahead.reasons == here.reasons
+        assert np.array_equal(ahead.featurized, here.featurized)
+        assert np.array_equal(ahead.distinct_index, here.distinct_index)
+        graphs = [PretrainGNNFeaturizer(kekulize).featurize_one(s)[0] for s in dict.fromkeys(chunk)]
+        reference = PackedGraphs([g for g in graphs if g is not None])
+        for name in ("n_atoms", "n_bonds", "atoms", "bonds", "bond_features"):
+            assert torch.equal(getattr(ahead.graphs, name), getattr(here.graphs, name)), name
+            assert torch.equal(getattr(ahead.graphs, name), getattr(reference, name)), name
+    assert "atomic number 0" in featurize_library(["*C"]).reasons[0]
+
+
+def test_featurizer_process_failures_are_errors():
+    with FeaturizerProcess() as process:
+        process.request([5])                     # not a string: fails inside the process
+        with pytest.raises(RuntimeError, match="process failed: TypeError"):
+            process.result()
+        process.request(["CCO"])                 # and the process goes on
+        assert process.result().reasons == [""]
+        process._process.kill()
+        process._process.wait()
+        with pytest.raises(RuntimeError, match="ended"):
+            process.request(["CCO"])

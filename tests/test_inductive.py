@@ -7,10 +7,13 @@ import torch
 from torch.func import functional_call
 
 from deepchem_pintuning import batched_context
+from deepchem_pintuning.batched_network import ParamView
 from deepchem_pintuning.batching import collate_graphs
 from deepchem_pintuning.context_graph import label_edges
+from deepchem_pintuning.episode_batch import LabelGraph, dense_label_graph
 from deepchem_pintuning.episodes import evaluation_episode
 from deepchem_pintuning.inductive import adapt_to_support, score_molecules
+from deepchem_pintuning.inductive_context import SupportContext, molecule_context
 from deepchem_pintuning.meta_training import inner_adapt
 from deepchem_pintuning.model import PinTuningModel
 from deepchem_pintuning.pintuning import EpisodeInputs
@@ -116,3 +119,39 @@ def test_deployment_protocol_hides_auxiliary_labels(cld, trained):
     assert all(0 <= s["roc_auc"] <= 1 for s in deployment["per_task"].values())
     with pytest.raises(ValueError, match="protocol"):
         trained.evaluate_fewshot(cld, protocol="transductive")
+
+
+@pytest.mark.parametrize("layers, top_k, query_aux", [(1, None, False), (2, None, False), (2, 2, True),
+                                                      (3, None, True)])
+def test_molecule_context_equals_the_batched_context_graph(cld, layers, top_k, query_aux):
+    """The shortcuts of inductive_context (first layer computed once, last layer for two nodes only)
+    against context_forward on the full ``support + molecule`` graphs, in float64."""
+    model = PinTuningModel.for_dataset(cld, seed=1, encoder="gcn_scratch", context_num_layers=layers, top_k=top_k,
+                                       **{**TINY, "context_dropout": 0.1})
+    net = model.model.double().eval()
+    for norm in net.context.norms:   # running statistics that are not the identity
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+    rng = torch.Generator().manual_seed(0)
+    n_props, n_support, n_mols, dim = 4, 6, 5, TINY["emb_dim"]
+    support_labels = torch.randint(0, 2, (n_support, n_props), generator=rng).double()
+    support_labels[torch.rand(n_support, n_props, generator=rng) < 0.3] = float("nan")
+    aux = torch.randint(0, 2, (n_props - 1,), generator=rng).double() if query_aux else \
+        torch.full((n_props - 1,), float("nan"), dtype=torch.float64)
+    prop_x = torch.randn(n_props, dim, generator=rng, dtype=torch.float64)
+    support_x = torch.randn(n_support, dim, generator=rng, dtype=torch.float64)
+    molecules = torch.randn(n_mols, dim, generator=rng, dtype=torch.float64)
+    params = ParamView(net, {})
+    labels = dense_label_graph(support_labels[None], aux.view(1, 1, -1))
+    with torch.no_grad():
+        shared = SupportContext.build(net.context, params, "context.", prop_x, support_x, labels)
+        prop_context, mol_context = molecule_context(net.context, params, "context.", shared, molecules)
+        full = batched_context.context_forward(
+            net.context, params, "context.", prop_x.expand(n_mols, -1, -1),
+            torch.cat([support_x.expand(n_mols, -1, -1), molecules.unsqueeze(1)], dim=1),
+            LabelGraph(*(t.expand(n_mols, *t.shape[1:]) for t in (labels.adjacency, labels.type_counts,
+                                                                  labels.in_degree))), None)
+    assert torch.allclose(prop_context, full[:, 0], atol=1e-10)
+    assert torch.allclose(mol_context, full[:, -1], atol=1e-10)
+    with pytest.raises(ValueError, match="eval"):
+        molecule_context(net.context.train(), params, "context.", shared, molecules)

@@ -6,7 +6,8 @@ from torch_geometric.data import Batch
 
 from deepchem_pintuning.cli import main
 from deepchem_pintuning.encoder import PretrainedGNN, build_encoder, load_pretrained_weights
-from deepchem_pintuning.featurizer import MASK_ATOM_TYPE, MASK_BOND_TYPE, PretrainGNNFeaturizer
+from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
+from deepchem_pintuning.molecule_graph import MASK_ATOM_TYPE, MASK_BOND_TYPE
 from deepchem_pintuning.batching import graph_to_data
 from deepchem_pintuning.pretrain import (PretrainConfig, context_pairs, evaluate_objectives, init_models,
                                          load_molecule_graphs, mask_attributes, pretrain,
