@@ -374,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run a command; a user error prints one line (``pintuning: error: ...``) and returns 2."""
+    """Run a command; a user error prints one line (``pintuning: error: ...``) and returns 2, Ctrl-C 130."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -385,6 +385,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"pintuning: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("pintuning: interrupted (an unfinished --out is not written)"
+              if args.command == "predict" else "pintuning: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

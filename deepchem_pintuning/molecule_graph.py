@@ -9,6 +9,7 @@ featurized in a worker process that starts in a fraction of a second
 from __future__ import annotations
 
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -253,4 +254,5 @@ def _serve(requests: BinaryIO, answers: BinaryIO) -> None:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle: it ends this process
     _serve(sys.stdin.buffer, sys.stdout.buffer)

@@ -3,6 +3,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -137,3 +138,22 @@ def test_import_and_help_print_no_upstream_noise(code):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stderr == ""
     assert "Skipped loading" not in done.stdout and "No normalization" not in done.stdout
+
+
+def test_ctrl_c_while_scoring_leaves_no_output_and_no_worker(assay, capsys, monkeypatch):
+    from deepchem_pintuning.assay_scoring import AssayScoring
+    score_smiles, calls = AssayScoring.score_smiles, []
+
+    def interrupted_on_the_second_chunk(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return score_smiles(self, *args, **kwargs)
+
+    monkeypatch.setattr(AssayScoring, "score_smiles", interrupted_on_the_second_chunk)
+    assert main(_predict(assay, "--chunk-size", "5", out="interrupted.csv")) == 130
+    assert capsys.readouterr().err.strip() == "pintuning: interrupted (an unfinished --out is not written)"
+    assert not list(assay.glob("interrupted.csv*"))
+    children = " ".join(Path(f"/proc/{pid}/cmdline").read_text() for task in Path(f"/proc/{os.getpid()}/task").iterdir()
+                        for pid in (task / "children").read_text().split() if Path(f"/proc/{pid}").exists())
+    assert "molecule_graph" not in children   # the featurizer process was ended
