@@ -235,6 +235,11 @@ class Protocol:
         model = self.work / "train" / run_id / "best_model"
         record = self.work / "train" / f"{run_id}.json"
         if record.exists():
+            done = json.loads(record.read_text())
+            if done.get("epochs") != self.pretrain_epochs or done.get("db") != str(Path(db).resolve()):
+                raise ValueError(f"{record} is a pre-training of {done.get('db')} for {done.get('epochs')} epochs, "
+                                 f"not of {Path(db).resolve()} for {self.pretrain_epochs}; use another work folder "
+                                 "or another set name")
             return model
         (self.work / "train").mkdir(parents=True, exist_ok=True)
         info = pretraining_split(db, self.db, self.work / "train" / f"{run_id}_split.npz")

@@ -124,6 +124,16 @@ def test_every_method_uses_the_same_fold(protocol):
         assert all(np.array_equal(used[k], fold[k]) for k in fold), name
 
 
+def test_a_finished_pretraining_of_another_budget_or_set_is_refused(protocol):
+    run, dbs = protocol["run"], protocol["work"] / "dbs"
+    assert run.pretrain("qm9", dbs / "qm9.db") == protocol["model"]          # same budget and set: reused
+    for epochs, db in ((run.pretrain_epochs + 1, dbs / "qm9.db"), (run.pretrain_epochs, dbs / "freesolv.db")):
+        other = Protocol("freesolv", protocol["work"], protocol["work"] / "cells", epochs=1, pretrain_epochs=epochs,
+                         k=3, overrides=TINY)
+        with pytest.raises(ValueError, match="is a pre-training of"):
+            other.pretrain("qm9", db)
+
+
 def test_no_target_molecule_in_pretraining(protocol):
     work = protocol["work"]
     target = set(inchikeys(work / "dbs" / "freesolv.db"))
