@@ -39,3 +39,12 @@ def test_report_has_a_row_per_method_with_the_paper_number(cells):
     rows = [line for line in text.splitlines() if line.startswith("| toxcast")]
     assert [row.split("|")[3].strip() for row in rows] == ["pintuning", "frozen", "ecfp_aux_rf"]
     assert rows[0].rstrip(" |").endswith("83.71")                 # paper's ToxCast 5-shot
+
+
+def test_ablation_cells_are_the_papers_tables():
+    import ablations
+    ten = ablations.cells_to_run(["tox21"], [0], shots=(10,))
+    assert {v for _, _, v, _ in ten} == set(ablations.VARIANTS) and {s for _, s, _, _ in ten} == {10}
+    both = ablations.cells_to_run(["tox21", "sider"], [0, 1])
+    assert len(both) == 2 * 2 * (len(ablations.VARIANTS) + len(ablations.TABLE2))   # Table 2 also at 5 shots
+    assert {v for _, s, v, _ in both if s == 5} == set(ablations.TABLE2)
