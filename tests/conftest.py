@@ -1,11 +1,21 @@
-"""Shared fixtures: few-shot datasets featurized once per test session into a temporary cache, a CLI-trained model."""
+"""Shared fixtures: few-shot datasets featurized once per test session into a temporary cache, a CLI-trained model;
+figures closed after every test."""
 import os
+import sys
 import tempfile
 
 import pytest
 
 # Featurized caches of the test session go to a fresh folder, so tests never read a stale cache.
 os.environ.setdefault("PINTUNING_CACHE_DIR", tempfile.mkdtemp(prefix="pintuning-test-cache-"))
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Close the figures a test drew (matplotlib warns once more than 20 are open in a session)."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
 
 
 @pytest.fixture(scope="session")
