@@ -5,13 +5,13 @@ import torch
 from torch_geometric.data import Batch
 
 from deepchem_pintuning.cli import main
+from deepchem_pintuning.batching import graph_to_data
 from deepchem_pintuning.encoder import PretrainedGNN, build_encoder, load_pretrained_weights
 from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
 from deepchem_pintuning.molecule_graph import MASK_ATOM_TYPE, MASK_BOND_TYPE
-from deepchem_pintuning.batching import graph_to_data
-from deepchem_pintuning.pretrain import (PretrainConfig, context_pairs, evaluate_objectives, init_models,
-                                         load_molecule_graphs, mask_attributes, pretrain,
-                                         recalibrate_batch_norm)
+from deepchem_pintuning.pretrain import (PretrainConfig, evaluate_objectives, init_models, load_molecule_graphs,
+                                         pretrain, recalibrate_batch_norm)
+from deepchem_pintuning.pretrain_objectives import context_pairs, mask_attributes
 
 TINY = dict(num_layer=2, emb_dim=32, batch_size=16, log_every=1)
 
