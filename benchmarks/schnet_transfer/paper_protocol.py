@@ -14,7 +14,7 @@ folds (shuffle seed 12345, split files under ``<work>/folds``), run the
 baselines (calibrated xTB, SOAP models, mean) on every fold, pre-train once
 per ``--pretrain`` set and target property (target molecules excluded), then
 the cells in priority order: every PaiNN method on the whole training folds
-with the first pre-training set, v1/v2 fine-tuning with the other sets (size
+with the first pre-training set, v1/v2/Delta fine-tuning with the other sets (size
 study), and per learning-curve size (``--sizes``, nested training subsets) the
 baselines and the ``--curve-methods``.  One JSON per cell under ``--cells``; a rerun skips
 finished cells.  ``--report-only`` rewrites the report from the cells.
@@ -101,6 +101,11 @@ def budget(args) -> dict:
             "versions": {p: version(p) for p in ("schnetpack", "torch", "tblite", "dscribe")}}
 
 
+# fine-tuning cells of every pre-training set after the first (the size study): both label
+# corrections, and Delta-learning, where the first set's pre-training helped most
+SIZE_STUDY_METHODS = ("painn_finetune_v1", "painn_finetune_v2", "painn_delta_finetune")
+
+
 def run(args) -> None:
     from schnet_transfer.paper import METHODS, Protocol
     from schnet_transfer.report import write_report
@@ -129,7 +134,7 @@ def run(args) -> None:
                 protocol.run_zero_shot(fold, (name, model))
         cells = [(m, f, None, first) for f in args.folds for m in args.methods]
         cells += [(m, f, None, (name, models[name])) for name, _ in sets[1:] for f in args.folds
-                  for m in ("painn_finetune_v1", "painn_finetune_v2")]
+                  for m in SIZE_STUDY_METHODS]
         # learning curves: the cheap baselines of a size, then its PaiNN cells
         for n in args.sizes:
             cells += [] if args.no_baselines else [("baselines", f, n, None) for f in args.folds]
