@@ -75,6 +75,19 @@ def molecule_context(context: ContextEncoder, params: ParamView, prefix: str, sh
     """``(target-property vector, molecule vector)``, each ``[B, d]``, of the graphs ``support + molecule``.
 
     ``molecules``: the frozen-encoder vectors ``[B, d]`` of the scored molecules. Eval mode only.
+
+    Examples
+    --------
+    >>> from deepchem_pintuning.context_graph import ContextEncoder
+    >>> from deepchem_pintuning.episode_batch import dense_label_graph
+    >>> context, nan = ContextEncoder(dim=8, top_k=2).eval(), float("nan")
+    >>> params = ParamView(context, {})
+    >>> labels = dense_label_graph(torch.tensor([[[1.0, 0.0], [0.0, nan], [1.0, 1.0]]]),  # 3 support, 2 properties
+    ...                            torch.full((1, 1, 1), nan))                             # the molecule's aux label
+    >>> shared = SupportContext.build(context, params, "", torch.randn(2, 8), torch.randn(3, 8), labels)
+    >>> prop, mol = molecule_context(context, params, "", shared, torch.randn(5, 8))     # 5 molecules
+    >>> tuple(prop.shape), tuple(mol.shape)
+    ((5, 8), (5, 8))
     """
     if context.training:
         raise ValueError("molecule_context computes eval-mode context graphs; call model.eval() first")
