@@ -20,7 +20,7 @@ Examples
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -91,10 +91,14 @@ def paired_comparison(cells: Sequence[dict], target: str, reference: str, model:
 
 
 def comparisons(cells: Sequence[dict]) -> list[dict]:
-    """Pre-trained vs scratch (plain and Delta), v1 vs v2, Delta vs plain, Delta vs calibrated xTB."""
+    """Pre-trained vs scratch (plain and Delta), v1 vs v2, Delta vs plain, Delta vs calibrated xTB,
+    and the size study: each further pre-training set against the main one (the set with the most
+    cells of a target, which serves every method), same method."""
     pairs = []
     for target, size in sorted({(c["target"], str(c["size"])) for c in cells}):
         models = sorted({_model(c) for c in cells if c["target"] == target and str(c["size"]) == size})
+        sets = Counter(c["pretrain"] for c in cells if c["target"] == target and c.get("pretrain"))
+        main = min(sets, key=lambda name: (-sets[name], name)) if sets else None
         for m in models:
             if m.startswith("painn_finetune"):
                 pairs.append((target, "painn_scratch", m, size))
@@ -102,6 +106,9 @@ def comparisons(cells: Sequence[dict]) -> list[dict]:
                 pairs.append((target, m.replace("_v1@", "_v2@"), m, size))
             elif m.startswith("painn_delta_finetune"):
                 pairs.append((target, "painn_delta_scratch", m, size))
+            method, _, tag = m.partition("@")
+            if tag and tag != main and not method.startswith("painn_pretrained") and f"{method}@{main}" in models:
+                pairs.append((target, f"{method}@{main}", m, size))
         pairs.append((target, "painn_scratch", "painn_delta_scratch", size))
         pairs += [(target, "xtb_linear", m, size) for m in models if m.startswith("painn_delta")]
     found = (paired_comparison(cells, *p) for p in pairs)

@@ -126,3 +126,19 @@ def test_report_summarizes_folds_and_pairs_models(cells, tmp_path):
     assert f"| `calc_linear` | all ({row['n_train']:.0f}) | 5 | - | {np.mean(per_fold):.3f} ± " in text
     assert json.loads((tmp_path / "report.json").read_text())["summary"] == report["summary"]
     assert (tmp_path / "report.png").stat().st_size > 1000
+
+
+def test_size_study_pairs_each_further_pretraining_set_with_the_main_one():
+    from schnet_transfer.report import comparisons
+
+    def cell(method, pretrain, fold, mae):
+        return {"target": "hopv", "method": method, "pretrain": pretrain, "fold": fold, "size": "all", "mae": mae}
+
+    cells = [cell("painn_scratch", None, f, 0.30) for f in range(3)]
+    cells += [cell(m, "main_set", f, 0.25) for f in range(3) for m in ("painn_finetune_v2", "painn_pretrained_v2")]
+    cells += [cell("painn_finetune_v2", "similar_10k", f, 0.20 + 0.01 * f) for f in range(3)]
+    cells += [cell("painn_pretrained_v2", "similar_10k", f, 0.5) for f in range(3)]
+    size_rows = [(p["reference"], p["model"]) for p in comparisons(cells) if "@" in p["reference"]]
+    assert size_rows == [("painn_finetune_v2@main_set", "painn_finetune_v2@similar_10k")]
+    pair = next(p for p in comparisons(cells) if p["reference"] == "painn_finetune_v2@main_set")
+    assert pair["differences"] == pytest.approx([-0.05, -0.04, -0.03]) and pair["better_in"] == 3
