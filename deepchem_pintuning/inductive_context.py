@@ -125,7 +125,6 @@ def molecule_context(context: ContextEncoder, params: ParamView, prefix: str, sh
             into.sum(1).unsqueeze(-1) * type_table[SIMILAR]
         summed[:, out >= n_props] += sim_in
         degree = shared.in_degree[out] + nn.functional.pad(sim_degree, (n_props, 0))[:, out]
-        h = summed / degree.clamp(min=1).unsqueeze(-1) + root
-        h = nn.functional.leaky_relu(batch_norm(h, norm, params.get(f"{bn}weight"), params.get(f"{bn}bias"), False))
-        x = h
+        x = summed / degree.clamp(min=1).unsqueeze(-1) + root
+        x = nn.functional.leaky_relu(batch_norm(x, norm, params.get(f"{bn}weight"), params.get(f"{bn}bias"), False))
     return x[:, 0], x[:, -1]
