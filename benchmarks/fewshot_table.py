@@ -85,12 +85,18 @@ def pintuning_cell(data, dataset: str, shots: int, seed: int, args, device, seed
     cell = {"published": best_of_evaluations(run["evaluations"])["eval_roc_auc"],
             "evaluations": [{"step": e["step"], "eval_seed": e.get("eval_seed"), "roc_auc": e["eval_roc_auc"]}
                             for e in run["evaluations"]],
-            "honest": [model.evaluate_fewshot(data, seed=e)["roc_auc"] for e in seeds],
+            **honest_scores([model.evaluate_fewshot(data, seed=e) for e in seeds]),
             "steps": args.steps, "encoder": args.encoder, "settings": overrides,
             "seconds_per_outer_step": run["seconds_per_outer_step"], "training_seconds": run["wall_seconds"]}
     if deployment:
         cell["deployment"] = [model.evaluate_fewshot(data, seed=e, protocol="deployment")["roc_auc"] for e in seeds]
     return cell
+
+
+def honest_scores(results: list) -> dict:
+    """``honest`` (mean ROC-AUC per support draw) and ``honest_per_task`` (per property, per draw) of evaluations."""
+    return {"honest": [r["roc_auc"] for r in results],
+            "honest_per_task": {task: [r["per_task"][task]["roc_auc"] for r in results] for task in results[0]["per_task"]}}
 
 
 def cell_device(args):
@@ -117,8 +123,8 @@ def run_cell(dataset: str, shots: int, method: str, seed: int, args) -> dict:
     if method == "pintuning":
         cell.update(pintuning_cell(data, dataset, shots, seed, args, device, seeds))
     else:
-        cell["honest"] = [evaluate_baseline(method, data, n_shot=shots, seed=seed, eval_seed=e,
-                                            encoder=args.encoder)["roc_auc"] for e in seeds]
+        cell.update(honest_scores([evaluate_baseline(method, data, n_shot=shots, seed=seed, eval_seed=e,
+                                                     encoder=args.encoder) for e in seeds]))
         cell["encoder"] = None if method.startswith("ecfp") else args.encoder
     cell["wall_seconds"] = time.perf_counter() - start
     return cell
@@ -213,6 +219,41 @@ def plot(cells: list, path: Path) -> None:
     evaluation_curves(runs, ax=curves, key="roc_auc", title="Pin-Tuning during meta-training (fresh supports)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+    groups = per_property(cells)
+    if groups:   # cells from before per-property scores were kept have none
+        plot_per_property(groups).savefig(path.with_name(f"{path.stem}_per_property.png"), dpi=120)
+
+
+def per_property(cells: list) -> dict:
+    """``(dataset, shots) -> method -> property -> honest ROC-AUC``, the mean over support draws and seeds."""
+    found: dict = {}
+    for cell in cells:
+        for task, values in cell.get("honest_per_task", {}).items():
+            found.setdefault((cell["dataset"], cell["shots"]), {}).setdefault(cell["method"], {}).setdefault(
+                task, []).extend(values)
+    return {key: {method: {task: float(np.mean(v)) for task, v in tasks.items()} for method, tasks in methods.items()}
+            for key, methods in sorted(found.items())}
+
+
+def plot_per_property(groups: dict):
+    """One panel per (dataset, shots): grouped bars, one group per meta-test property, one bar per method."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(groups), 1, figsize=(10, 3.2 * len(groups)), squeeze=False)
+    for ax, ((dataset, shots), methods) in zip(axes[:, 0], groups.items()):
+        names = [m for m in METHODS if m in methods]
+        tasks = sorted({t for m in names for t in methods[m]})
+        width = 0.8 / len(names)
+        for j, method in enumerate(names):
+            ax.bar(np.arange(len(tasks)) + (j - (len(names) - 1) / 2) * width,
+                   [100 * methods[method].get(t, np.nan) for t in tasks], width, label=method)
+        ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel("ROC-AUC (%)")
+        ax.set_ylim(40, 100)
+        ax.set_title(f"{dataset} {shots}-shot, honest protocol, per meta-test property")
+        ax.legend(fontsize=7, ncol=len(names))
+    fig.tight_layout()
+    return fig
     plt.close(fig)
 
 

@@ -3,6 +3,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -48,3 +49,17 @@ def test_ablation_cells_are_the_papers_tables():
     both = ablations.cells_to_run(["tox21", "sider"], [0, 1])
     assert len(both) == 2 * 2 * (len(ablations.VARIANTS) + len(ablations.TABLE2))   # Table 2 also at 5 shots
     assert {v for _, s, v, _ in both if s == 5} == set(ablations.TABLE2)
+
+
+def test_per_property_scores_average_to_the_honest_number_and_are_drawn(cells, tmp_path):
+    for cell in cells.values():
+        per_task = cell["honest_per_task"]
+        assert len(per_task) >= 2 and all(len(v) == 2 for v in per_task.values())    # every property, every draw
+        assert np.allclose(np.mean(list(per_task.values()), axis=0), cell["honest"])
+    groups = fewshot_table.per_property(list(cells.values()))
+    assert list(groups) == [("toxcast-CLD", 5)] and set(groups[("toxcast-CLD", 5)]) == set(cells)
+    fewshot_table.plot(list(cells.values()), tmp_path / "table.png")
+    assert (tmp_path / "table_per_property.png").stat().st_size > 1000
+    fewshot_table.plot([{k: v for k, v in c.items() if k != "honest_per_task"} for c in cells.values()],
+                       tmp_path / "old.png")                     # older cells: no per-property figure
+    assert (tmp_path / "old.png").exists() and not (tmp_path / "old_per_property.png").exists()
