@@ -67,7 +67,7 @@ def test_tutorials_and_api_reference_are_rendered(site):
         assert "# %%" not in page                                                   # cell markers are gone
     api = _text(out / "api" / "deepchem_pintuning.html")
     for name in ("PinTuningModel", "load_fewshot", "EpisodeSampler", "adaptation_embeddings", "roc_pr_curves"):
-        assert f"deepchem_pintuning" in api and name in api, name
+        assert "deepchem_pintuning" in api and name in api, name
     schnet = _text(out / "api" / "schnet_transfer.html")
     assert "StandardizeProperty" in schnet and "FineTuneTask" in schnet
 
