@@ -222,7 +222,9 @@ def plot(cells: list, path: Path) -> None:
     plt.close(fig)
     groups = per_property(cells)
     if groups:   # cells from before per-property scores were kept have none
-        plot_per_property(groups).savefig(path.with_name(f"{path.stem}_per_property.png"), dpi=120)
+        fig = plot_per_property(groups)
+        fig.savefig(path.with_name(f"{path.stem}_per_property.png"), dpi=120)
+        plt.close(fig)
 
 
 def per_property(cells: list) -> dict:
@@ -254,7 +256,6 @@ def plot_per_property(groups: dict):
         ax.legend(fontsize=7, ncol=len(names))
     fig.tight_layout()
     return fig
-    plt.close(fig)
 
 
 def add_cell_options(parser: argparse.ArgumentParser, name: str) -> None:

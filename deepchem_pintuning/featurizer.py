@@ -27,7 +27,8 @@ from deepchem.feat import MolecularFeaturizer
 from deepchem.feat.graph_data import GraphData
 from rdkit import Chem
 
-from deepchem_pintuning.molecule_graph import UnsupportedMoleculeError, graph_arrays, smiles_graph_arrays
+from deepchem_pintuning.molecule_graph import (GraphArrays, UnsupportedMoleculeError, graph_arrays,
+                                               smiles_graph_arrays)
 
 __all__ = ["PretrainGNNFeaturizer", "UnsupportedMoleculeError"]
 
@@ -71,8 +72,7 @@ class PretrainGNNFeaturizer(MolecularFeaturizer):
     def _featurize(self, datapoint: Chem.Mol, **kwargs) -> GraphData:
         if datapoint is None:
             raise UnsupportedMoleculeError("RDKit could not parse the molecule")
-        node_features, edge_index, edge_features = graph_arrays(datapoint, self.kekulize)
-        return GraphData(node_features=node_features, edge_index=edge_index, edge_features=edge_features)
+        return _graph_data(graph_arrays(datapoint, self.kekulize))
 
     def featurize_one(self, smiles: str) -> Tuple[Optional[GraphData], Optional[str]]:
         """Parse ``smiles`` once: ``(graph, None)``, or ``(None, why it cannot be featurized)``.
@@ -86,10 +86,7 @@ class PretrainGNNFeaturizer(MolecularFeaturizer):
         (None, 'empty SMILES')
         """
         arrays, reason = smiles_graph_arrays(smiles, self.kekulize)
-        if arrays is None:
-            return None, reason
-        node_features, edge_index, edge_features = arrays
-        return GraphData(node_features=node_features, edge_index=edge_index, edge_features=edge_features), None
+        return (None, reason) if arrays is None else (_graph_data(arrays), None)
 
     def explain_failure(self, smiles: str) -> Optional[str]:
         """Return why ``smiles`` cannot be featurized, or None when it can.
@@ -103,3 +100,7 @@ class PretrainGNNFeaturizer(MolecularFeaturizer):
         """
         return self.featurize_one(smiles)[1]
 
+
+def _graph_data(arrays: GraphArrays) -> GraphData:
+    node_features, edge_index, edge_features = arrays
+    return GraphData(node_features=node_features, edge_index=edge_index, edge_features=edge_features)

@@ -248,6 +248,7 @@ def _serve(requests: BinaryIO, answers: BinaryIO) -> None:
             return
         try:
             flat = flat_graphs(smiles, kekulize)
+            # the fields, not the object: here the class is ``__main__.FlatGraphs``, unknown to the caller
             _write_frame(answers, tuple(getattr(flat, f.name) for f in fields(FlatGraphs)))
         except Exception as error:  # reported to the caller, who raises it
             _write_frame(answers, f"{type(error).__name__}: {error}")

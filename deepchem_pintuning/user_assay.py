@@ -94,19 +94,22 @@ def featurize_ahead(chunks: Iterable[Tuple[Payload, Sequence[str]]],
     >>> [(name, len(lib.graphs)) for name, lib in featurize_ahead([("a", ["CCO", "CC"]), ("b", ["C1C"])])]
     [('a', 2), ('b', 0)]
     """
+    def request(chunk):
+        """Send ``(payload, smiles)`` to the worker; keep ``(payload, each input's distinct position)``."""
+        if chunk is None:
+            return None
+        distinct, index = _distinct(chunk[1])
+        process.request(distinct)
+        return chunk[0], index
+
     chunks = iter(chunks)
     with FeaturizerProcess(kekulize) as process:
-        pending = next(chunks, None)
-        if pending is not None:
-            distinct, index = _distinct(pending[1])
-            process.request(distinct)
+        pending = request(next(chunks, None))
         while pending is not None:
-            payload, flat = pending[0], process.result()
-            pending, current_index = next(chunks, None), index
-            if pending is not None:  # the next chunk is featurized while the caller scores this one
-                distinct, index = _distinct(pending[1])
-                process.request(distinct)
-            yield payload, _library(flat, current_index)
+            flat = process.result()
+            following = request(next(chunks, None))  # featurized while the caller scores this chunk
+            yield pending[0], _library(flat, pending[1])
+            pending = following
 
 
 def featurize_or_skip(smiles: Sequence[str], role: str,

@@ -95,10 +95,13 @@ def comparisons(cells: Sequence[dict]) -> list[dict]:
     and the size study: each further pre-training set against the main one (the set with the most
     cells of a target, which serves every method), same method."""
     pairs = []
+    main_set = {}
+    for target in {c["target"] for c in cells}:
+        sets = Counter(c["pretrain"] for c in cells if c["target"] == target and c.get("pretrain"))
+        main_set[target] = min(sets, key=lambda name: (-sets[name], name)) if sets else None
     for target, size in sorted({(c["target"], str(c["size"])) for c in cells}):
         models = sorted({_model(c) for c in cells if c["target"] == target and str(c["size"]) == size})
-        sets = Counter(c["pretrain"] for c in cells if c["target"] == target and c.get("pretrain"))
-        main = min(sets, key=lambda name: (-sets[name], name)) if sets else None
+        main = main_set[target]
         for m in models:
             if m.startswith("painn_finetune"):
                 pairs.append((target, "painn_scratch", m, size))
