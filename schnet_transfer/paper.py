@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -55,7 +56,7 @@ from .kfold import kfold_splits, read_split, subsample_train, write_split_file, 
 from .target_labels import cheap_label_array
 
 __all__ = ["Target", "TARGETS", "METHODS", "BASELINES", "Protocol", "inchikeys",
-           "pretraining_split", "v1_statistics", "regression_metrics"]
+           "pretraining_split", "set_selection", "v1_statistics", "regression_metrics"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,24 @@ def pretraining_split(pretrain_db: str | os.PathLike, target_db: str | os.PathLi
             "n_val": int(n_val),
             "overlap_with_target": int(sum(k in target for k in keys if k)),
             "without_smiles": int(sum(k is None for k in keys))}
+
+
+def set_selection(metadata: dict) -> str:
+    """The order a pre-training set was cut from, read from its database metadata.
+
+    ``make_pretraining_sets.py cut`` states it in the set's rule; a database without a rule
+    (a seeded random subsample of ``schnet-transfer label``) counts as ``random``.
+
+    Examples
+    --------
+    >>> set_selection({"pretraining_set": {"rule": "first 10000 labelled molecules of the "
+    ...                                            "'hopv_similar' order of plan.json"}})
+    'hopv_similar'
+    >>> set_selection({"provenance": {"method": "GFN2-xTB"}})
+    'random'
+    """
+    found = re.search(r"'([^']+)' order", metadata.get("pretraining_set", {}).get("rule", ""))
+    return found.group(1) if found else "random"
 
 
 def v1_statistics(pretrained_model: str | os.PathLike, cheap: np.ndarray, y: np.ndarray,
@@ -253,6 +272,20 @@ class Protocol:
                                       "epochs": self.pretrain_epochs}, indent=2))
         return model
 
+    def pretraining_info(self, name: str) -> dict:
+        """What cells pre-trained on set ``name`` record of it (``details["pretraining"]``).
+
+        ``molecules``: pre-training molecules used (training + validation, target molecules
+        excluded); ``selection``: the order the set was cut from (``random``, ``hopv_similar``,
+        ...) as the set's database states it (``make_pretraining_sets.py cut``), ``random`` for a
+        database without that statement (a seeded subsample of ``schnet-transfer label``);
+        ``epochs`` and ``seconds`` of the pre-training run.
+        """
+        record = json.loads((self.work / "train" / f"pretrain_{name}_{self.spec.property}.json").read_text())
+        return {"name": name, "molecules": record["n_train"] + record["n_val"],
+                "selection": set_selection(ASEAtomsData(record["db"]).metadata),
+                "epochs": record["epochs"], "seconds": record["seconds"]}
+
     @property
     def aggregation(self) -> str:
         return "sum" if self.spec.property == "hydration_free_energy" else "avg"
@@ -291,7 +324,8 @@ class Protocol:
         return self._write(path, method, fold, split, pred, tag, seconds,
                            {"experiment": experiment.format(t=self.target), "epochs": self.epochs,
                             "pretrain_epochs": self.pretrain_epochs if pretrained else None,
-                            "label_correction": correction, "delta": delta, **extra})
+                            "label_correction": correction, "delta": delta, **extra,
+                            **({"pretraining": self.pretraining_info(tag)} if pretrained else {})})
 
     def run_zero_shot(self, fold: int, pretrain: tuple[str, Path],
                       n_train: int | None = None) -> dict[str, dict]:
@@ -316,7 +350,7 @@ class Protocol:
         preds = {"painn_pretrained_v1": z * v1["label_stddev"] + v1["label_mean"],
                  "painn_pretrained_v2": z * self.y[train].std() + self.y[train].mean()}
         details = {"epochs": 0, "pretrain_epochs": self.pretrain_epochs,
-                   "network_z_mean": float(z.mean()),
+                   "pretraining": self.pretraining_info(pretrain[0]), "network_z_mean": float(z.mean()),
                    "cheap_z_mean": float(np.mean((self.cheap[test] - v1["pretrain_mean"])
                                                  / v1["pretrain_stddev"]))}
         seconds = time.time() - start

@@ -32,7 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["parity_plot", "error_vs_size", "load_cells", "cells_parity", "cells_learning_curves"]
+__all__ = ["parity_plot", "error_vs_size", "size_study_plot", "load_cells", "cells_parity", "cells_learning_curves"]
 
 
 def _axes(ax):
@@ -104,6 +104,59 @@ def error_vs_size(curves: Mapping[str, tuple[Sequence[float], Sequence[float], S
     ax.set_ylabel(f"test {metric}" + (f" ({unit})" if unit else ""))
     if curves:
         ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def size_study_plot(rows: Sequence[Mapping], references: Mapping[str, float] | None = None, unit: str = "",
+                    ax=None, title: str | None = None):
+    """Test error against the number of pre-training molecules, one colour per method.
+
+    Parameters
+    ----------
+    rows
+        One per method and pre-training set: ``method``, ``molecules``, ``selection`` and ``mae``
+        (``{"mean", "sd"}``), as :func:`schnet_transfer.report.size_study` gives them. Randomly
+        drawn sets are joined by a line; sets of another selection (e.g. ``hopv_similar``) are
+        open squares beside them.
+    references
+        Name -> error of a model without pre-training, drawn as a horizontal line.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> rows = [{"method": "v2", "molecules": n, "selection": s, "mae": {"mean": e, "sd": 0.01}}
+    ...         for n, s, e in [(1352, "random", 0.23), (10000, "random", 0.21), (10000, "similar", 0.22)]]
+    >>> ax = size_study_plot(rows, {"scratch": 0.24}, unit="eV")
+    >>> ax.get_xlabel(), len(ax.lines) >= 2
+    ('pre-training molecules', True)
+    """
+    ax = _axes(ax)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    for colour, method in zip(colours * len(methods), methods):
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["molecules"])
+        for selection in dict.fromkeys(r["selection"] for r in mine):
+            points = [r for r in mine if r["selection"] == selection]
+            random = selection == "random"
+            ax.errorbar([r["molecules"] * (1 if random else 1.08) for r in points],
+                        [r["mae"]["mean"] for r in points], yerr=[r["mae"]["sd"] or 0.0 for r in points],
+                        color=colour, marker="o" if random else "s", mfc=colour if random else "none",
+                        ls="-" if random else "none", ms=5, capsize=3,
+                        label=method if random else f"{method}, {selection} set")
+    for (name, value), style in zip((references or {}).items(), ("--", ":", "-.")):
+        ax.axhline(value, color="grey", ls=style, lw=1, label=f"{name} (no pre-training)")
+    ax.set_xscale("log")
+    sizes = sorted({r["molecules"] for r in rows})
+    ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("pre-training molecules")
+    ax.set_ylabel("test MAE" + (f" ({unit})" if unit else ""))
+    ax.legend(fontsize=6)
     if title:
         ax.set_title(title, fontsize=9)
     return ax

@@ -3,7 +3,7 @@
 :func:`write_report` reads every cell JSON written by
 :class:`schnet_transfer.paper.Protocol` and writes ``<out>.json`` (all
 numbers), ``<out>.md`` (tables generated from that JSON) and ``<out>.png``
-(parity plots and learning curves, :mod:`schnet_transfer.plotting`).
+(parity plots, learning curves and the pre-training size study, :mod:`schnet_transfer.plotting`).
 
 Examples
 --------
@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from .plotting import cells_learning_curves, cells_parity, error_vs_size, load_cells, parity_plot
+from .plotting import (cells_learning_curves, cells_parity, error_vs_size, load_cells, parity_plot,
+                       size_study_plot)
 
-__all__ = ["summarize", "paired_comparison", "comparisons", "markdown", "write_report"]
+__all__ = ["summarize", "paired_comparison", "main_sets", "comparisons", "size_study", "markdown", "write_report"]
 
 METRICS = ("mae", "rmse", "r2")
 
@@ -90,15 +91,22 @@ def paired_comparison(cells: Sequence[dict], target: str, reference: str, model:
             "t_test_p": t_p, "wilcoxon_p": w_p}
 
 
+def main_sets(cells: Sequence[dict]) -> dict[str, str | None]:
+    """Per target, the main pre-training set: the one with the most cells (it serves every method
+    and training size; the size study's sets serve a few methods on whole folds)."""
+    found = {}
+    for target in {c["target"] for c in cells}:
+        sets = Counter(c["pretrain"] for c in cells if c["target"] == target and c.get("pretrain"))
+        found[target] = min(sets, key=lambda name: (-sets[name], name)) if sets else None
+    return found
+
+
 def comparisons(cells: Sequence[dict]) -> list[dict]:
     """Pre-trained vs scratch (plain and Delta), v1 vs v2, Delta vs plain, Delta vs calibrated xTB,
     and the size study: each further pre-training set against the main one (the set with the most
     cells of a target, which serves every method), same method."""
     pairs = []
-    main_set = {}
-    for target in {c["target"] for c in cells}:
-        sets = Counter(c["pretrain"] for c in cells if c["target"] == target and c.get("pretrain"))
-        main_set[target] = min(sets, key=lambda name: (-sets[name], name)) if sets else None
+    main_set = main_sets(cells)
     for target, size in sorted({(c["target"], str(c["size"])) for c in cells}):
         models = sorted({_model(c) for c in cells if c["target"] == target and str(c["size"]) == size})
         main = main_set[target]
@@ -116,6 +124,56 @@ def comparisons(cells: Sequence[dict]) -> list[dict]:
         pairs += [(target, "xtb_linear", m, size) for m in models if m.startswith("painn_delta")]
     found = (paired_comparison(cells, *p) for p in pairs)
     return [r for r in found if r is not None]
+
+
+SIZE_STUDY_METHODS = ("painn_finetune_v1", "painn_finetune_v2", "painn_delta_finetune")
+SIZE_STUDY_REFERENCES = ("painn_scratch", "painn_delta_scratch", "xtb_linear")
+
+
+def size_study(cells: Sequence[dict]) -> list[dict]:
+    """Test MAE of the fine-tuned models per pre-training set (whole training folds).
+
+    One row per target, method and pre-training set, with the set's size and selection as the
+    cells record them (``details["pretraining"]``, :meth:`schnet_transfer.paper.Protocol.pretraining_info`)
+    and the MAE's mean, sample sd and folds; cells without that record are left out.
+    """
+    groups = defaultdict(list)
+    for c in cells:
+        info = c.get("details", {}).get("pretraining")
+        if info and c["method"] in SIZE_STUDY_METHODS and str(c["size"]) == "all":
+            groups[(c["target"], c["method"], info["name"])].append(c)
+    rows = []
+    for (target, method, name), group in sorted(groups.items()):
+        info = group[0]["details"]["pretraining"]
+        values = np.array([c["mae"] for c in group], float)
+        rows.append({"target": target, "method": method, "pretrain": name, "molecules": info["molecules"],
+                     "selection": info["selection"], "folds": sorted(c["fold"] for c in group),
+                     "mae": {"mean": float(values.mean()),
+                             "sd": float(values.std(ddof=1)) if len(values) > 1 else None}})
+    return sorted(rows, key=lambda r: (r["target"], r["selection"] != "random", r["molecules"], r["pretrain"]))
+
+
+def _size_study_lines(report: dict, target: str) -> list[str]:
+    rows = [r for r in report["size_study"] if r["target"] == target]
+    if len({r["pretrain"] for r in rows}) < 2:
+        return []
+    methods = [m for m in SIZE_STUDY_METHODS if any(r["method"] == m for r in rows)]
+    lines = ["", "Size study: test MAE of the fine-tuned models per pre-training set, whole training "
+             "folds (mean ± sd (folds)).", "",
+             "| pre-training set | selection | molecules | " + " | ".join(f"`{m}`" for m in methods) + " |",
+             "|---|---|---:|" + "---:|" * len(methods)]
+    for name in dict.fromkeys(r["pretrain"] for r in rows):
+        mine = {r["method"]: r for r in rows if r["pretrain"] == name}
+        first = next(iter(mine.values()))
+        cells = [f"{_fmt(mine[m]['mae'])} ({len(mine[m]['folds'])})" if m in mine else "—" for m in methods]
+        lines.append(f"| `{name}` | {first['selection']} | {first['molecules']:,} | " + " | ".join(cells) + " |")
+    references = {r["model"]: r for r in report["summary"]
+                  if r["target"] == target and r["size"] == "all" and r["model"] in SIZE_STUDY_REFERENCES}
+    if references:
+        lines += ["", "Without pre-training, same folds: " + "; ".join(
+            f"`{m}` {_fmt(references[m]['mae'])} ({references[m]['n_folds']})"
+            for m in SIZE_STUDY_REFERENCES if m in references) + "."]
+    return lines
 
 
 def _fmt(stat: dict, digits: int = 3) -> str:
@@ -155,6 +213,7 @@ def markdown(report: dict) -> str:
                              f"{p['better_in']}/{p['n_folds']} | {p['mean_difference']:+.3f} | "
                              f"{100 * p['relative_change']:+.1f} % | {p['t_test_p']:.3f} | "
                              f"{p['wilcoxon_p']:.3f} |")
+        lines += _size_study_lines(report, target)
         lines.append("")
     return "\n".join(lines)
 
@@ -163,12 +222,15 @@ def _figure(cells: Sequence[dict], units: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     targets = sorted({c["target"] for c in cells})
-    fig, axes = plt.subplots(len(targets), 2, figsize=(10, 4.2 * len(targets)), squeeze=False)
+    study = size_study(cells)
+    fig, axes = plt.subplots(len(targets), 3, figsize=(15, 4.2 * len(targets)), squeeze=False)
+    main = main_sets(cells)
     for row, target in zip(axes, targets):
         mine = [c for c in cells if c["target"] == target]
-        shown = ["painn_scratch", "painn_finetune_v2", "painn_finetune_v1",
-                 "painn_delta_finetune", "xtb_linear"]
-        present = [m for m in shown if any(c["method"] == m and c["size"] == "all" for c in mine)]
+        # parity and learning curves: the main pre-training set's models (the size study has its panel)
+        shown = ["painn_scratch", *(f"{m}@{main[target]}" for m in ("painn_finetune_v2", "painn_finetune_v1",
+                                                                     "painn_delta_finetune")), "xtb_linear"]
+        present = [m for m in shown if any(_model(c) == m and c["size"] == "all" for c in mine)]
         try:
             y, preds, folds = cells_parity(mine, methods=present)
             parity_plot(y, preds, units[target], ax=row[0],
@@ -177,6 +239,15 @@ def _figure(cells: Sequence[dict], units: dict, path: Path) -> None:
             row[0].set_visible(False)
         curves = cells_learning_curves(mine, methods=shown + ["soap_krr"])
         error_vs_size(curves, units[target], ax=row[1], title=f"{target}: test MAE vs training size")
+        rows = [r for r in study if r["target"] == target]
+        if len({r["pretrain"] for r in rows}) < 2:
+            row[2].set_visible(False)
+            continue
+        references = {m: float(np.mean([c["mae"] for c in mine if c["method"] == m and str(c["size"]) == "all"]))
+                      for m in SIZE_STUDY_REFERENCES[:2]
+                      if any(c["method"] == m and str(c["size"]) == "all" for c in mine)}
+        size_study_plot(rows, references, units[target], ax=row[2],
+                        title=f"{target}: test MAE vs pre-training set size")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -188,7 +259,8 @@ def write_report(cells_dir: str | Path, out: str | Path, budget: dict) -> dict:
     if not cells:
         raise ValueError(f"no cells under {cells_dir}")
     report = {"budget": budget, "units": {c["target"]: c["unit"] for c in cells},
-              "cells": len(cells), "summary": summarize(cells), "comparisons": comparisons(cells)}
+              "cells": len(cells), "summary": summarize(cells), "comparisons": comparisons(cells),
+              "size_study": size_study(cells)}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")

@@ -148,6 +148,15 @@ def test_no_target_molecule_in_pretraining(protocol):
     assert config.data.split_file == record["split"]   # the run used this split
 
 
+def test_pretrained_cells_record_their_pretraining_set(protocol):
+    cells = protocol["cells"]
+    for name in ("painn_finetune_v1", "painn_delta_finetune", "painn_pretrained_v1", "painn_pretrained_v2"):
+        info = cells[name]["details"]["pretraining"]
+        # 23 molecules in the set, the 3 target molecules left out; no cut rule: a random draw
+        assert (info["name"], info["molecules"], info["selection"], info["epochs"]) == ("qm9", 20, "random", 1)
+    assert not any("pretraining" in cells[m]["details"] for m in BASELINES)
+
+
 def test_v1_finetuning_normalizer_holds_the_mapped_statistics(protocol):
     run, cell = protocol["run"], protocol["cells"]["painn_finetune_v1"]
     details = cell["details"]

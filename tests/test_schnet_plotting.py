@@ -142,3 +142,34 @@ def test_size_study_pairs_each_further_pretraining_set_with_the_main_one():
     assert size_rows == [("painn_finetune_v2@main_set", "painn_finetune_v2@similar_10k")]
     pair = next(p for p in comparisons(cells) if p["reference"] == "painn_finetune_v2@main_set")
     assert pair["differences"] == pytest.approx([-0.05, -0.04, -0.03]) and pair["better_in"] == 3
+
+
+def test_size_study_rows_carry_each_sets_size_selection_and_folds(tmp_path):
+    from schnet_transfer.report import size_study, write_report
+
+    def cell(method, pretrain, fold, mae, molecules=None, selection="random"):
+        details = {} if molecules is None else {"pretraining": {"name": pretrain, "molecules": molecules,
+                                                                "selection": selection}}
+        return {"target": "hopv", "unit": "eV", "method": method, "pretrain": pretrain, "fold": fold,
+                "size": "all", "n_train": 209, "mae": mae, "rmse": mae, "r2": 0.5, "details": details,
+                "test_idx": [fold], "y_true": [1.0], "y_pred": [1.0 + mae]}
+
+    cells = [cell("painn_scratch", None, f, 0.30) for f in range(3)]
+    cells += [cell("painn_finetune_v2", "small", f, 0.25 + 0.01 * f, 1352) for f in range(3)]
+    cells += [cell("painn_finetune_v2", "big", f, 0.20, 10_000) for f in range(2)]
+    cells += [cell("painn_finetune_v2", "similar", f, 0.22, 10_000, "hopv_similar") for f in range(3)]
+    cells += [cell("painn_finetune_v1", "old", f, 0.9) for f in range(3)]       # no record of its set: left out
+    rows = size_study(cells)
+    assert [(r["pretrain"], r["molecules"], r["selection"], r["folds"]) for r in rows] == [
+        ("small", 1352, "random", [0, 1, 2]), ("big", 10_000, "random", [0, 1]),
+        ("similar", 10_000, "hopv_similar", [0, 1, 2])]
+    assert rows[0]["mae"]["mean"] == pytest.approx(0.26) and rows[0]["mae"]["sd"] == pytest.approx(0.01)
+    folder = tmp_path / "cells" / "hopv"
+    folder.mkdir(parents=True)
+    for i, c in enumerate(cells):
+        (folder / f"{i:03d}.json").write_text(json.dumps(c))
+    write_report(tmp_path / "cells", tmp_path / "report", {})
+    text = (tmp_path / "report.md").read_text()
+    assert "| `big` | random | 10,000 | 0.200 ± 0.000 (2) |" in text
+    assert "| `similar` | hopv_similar | 10,000 | 0.220 ± 0.000 (3) |" in text
+    assert "`painn_scratch` 0.300 ± 0.000 (3)" in text
