@@ -10,7 +10,7 @@ fast path runs one episode per pass, passes spread over worker threads; one batc
 episodes is measured too), and on a GPU, when there is one, the reference and the one-batch fast
 path. Writes ``benchmarks/results/speed.json`` and ``speed.md``::
 
-    python benchmarks/speed.py --steps 4 --rounds 2
+    python benchmarks/speed.py --steps 4 --rounds 2 --note "nothing else running"
     python benchmarks/speed.py --table-only      # regenerate speed.md from the JSON
 """
 from __future__ import annotations
@@ -107,7 +107,8 @@ def table(report: dict) -> str:
              f"Tox21 10-shot, paper preset, shipped GCN (5 x 300), 10 episodes per outer step. "
              f"Machine: {' '.join(report['machine'].split())}; torch {report['torch']}. {report['rounds']} interleaved rounds x "
              f"{report['steps']} timed steps per configuration (after one warm-up step), each configuration in a "
-             f"fresh process. Speed-up = reference median / this median, measured in the same run.", "",
+             f"fresh process. Speed-up = reference median / this median, measured in the same run."
+             + (f" Conditions: {report['note']}" if report.get("note") else ""), "",
              "| configuration | s / outer step (median, min-max) | speed-up | full evaluation (s) | speed-up | "
              "peak RSS (MB) | peak GPU (MB) |", "|---|---|---|---|---|---|---|"]
     for row in report["summary"]:
@@ -125,6 +126,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS / "speed.json"))
     parser.add_argument("--table-only", action="store_true", help="regenerate the markdown table from --out")
+    parser.add_argument("--note", help="the conditions of the run (e.g. what else ran), kept in the JSON and shown "
+                                       "in the table; with --table-only it replaces the stored one")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -132,7 +135,11 @@ def main() -> None:
         return
     out = Path(args.out)
     if args.table_only:
-        out.with_suffix(".md").write_text(table(json.loads(out.read_text())))
+        report = json.loads(out.read_text())
+        if args.note:
+            report["note"] = args.note
+            out.write_text(json.dumps(report, indent=1))
+        out.with_suffix(".md").write_text(table(report))
         return
 
     import torch
@@ -149,7 +156,7 @@ def main() -> None:
             print(f"   {statistics.median(result['step_seconds']):.2f} s/step"
                   + (f", evaluation {result['eval_seconds']:.1f} s" if "eval_seconds" in result else ""), flush=True)
     report = {"machine": f"{platform.machine()} {platform.processor()} {os.cpu_count()} cores",
-              "torch": torch.__version__, "steps": args.steps, "rounds": args.rounds, "runs": runs,
+              "torch": torch.__version__, "steps": args.steps, "rounds": args.rounds, "note": args.note, "runs": runs,
               "summary": summarise(runs)}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
