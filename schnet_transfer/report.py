@@ -104,9 +104,15 @@ def main_sets(cells: Sequence[dict]) -> dict[str, str | None]:
 def comparisons(cells: Sequence[dict]) -> list[dict]:
     """Pre-trained vs scratch (plain and Delta), v1 vs v2, Delta vs plain, Delta vs calibrated xTB,
     and the size study: each further pre-training set against the main one (the set with the most
-    cells of a target, which serves every method), same method."""
+    cells of a target, which serves every method), and a set selected otherwise (e.g. by similarity
+    to the target) against the random set of the same size, same method."""
     pairs = []
     main_set = main_sets(cells)
+    # a set chosen otherwise than at random, against the random set of the same size
+    random_of_size = {(c["target"], info["molecules"]): c["pretrain"] for c in cells
+                      if (info := c.get("details", {}).get("pretraining")) and info["selection"] == "random"}
+    selected = {(c["target"], c["pretrain"]): random_of_size.get((c["target"], info["molecules"])) for c in cells
+                if (info := c.get("details", {}).get("pretraining")) and info["selection"] != "random"}
     for target, size in sorted({(c["target"], str(c["size"])) for c in cells}):
         models = sorted({_model(c) for c in cells if c["target"] == target and str(c["size"]) == size})
         main = main_set[target]
@@ -120,6 +126,9 @@ def comparisons(cells: Sequence[dict]) -> list[dict]:
             method, _, tag = m.partition("@")
             if tag and tag != main and not method.startswith("painn_pretrained") and f"{method}@{main}" in models:
                 pairs.append((target, f"{method}@{main}", m, size))
+            twin = selected.get((target, tag))
+            if twin and not method.startswith("painn_pretrained") and f"{method}@{twin}" in models:
+                pairs.append((target, f"{method}@{twin}", m, size))
         pairs.append((target, "painn_scratch", "painn_delta_scratch", size))
         pairs += [(target, "xtb_linear", m, size) for m in models if m.startswith("painn_delta")]
     found = (paired_comparison(cells, *p) for p in pairs)

@@ -145,7 +145,7 @@ def test_size_study_pairs_each_further_pretraining_set_with_the_main_one():
 
 
 def test_size_study_rows_carry_each_sets_size_selection_and_folds(tmp_path):
-    from schnet_transfer.report import size_study, write_report
+    from schnet_transfer.report import comparisons, size_study, write_report
 
     def cell(method, pretrain, fold, mae, molecules=None, selection="random"):
         details = {} if molecules is None else {"pretraining": {"name": pretrain, "molecules": molecules,
@@ -173,3 +173,7 @@ def test_size_study_rows_carry_each_sets_size_selection_and_folds(tmp_path):
     assert "| `big` | random | 10,000 | 0.200 ± 0.000 (2) |" in text
     assert "| `similar` | hopv_similar | 10,000 | 0.220 ± 0.000 (3) |" in text
     assert "`painn_scratch` 0.300 ± 0.000 (3)" in text
+    # the similar set against the random set of its size, on the folds both have
+    twins = [(p["reference"], p["model"], p["folds"]) for p in comparisons(cells)
+             if p["model"].endswith("@similar") and "@" in p["reference"]]
+    assert twins == [("painn_finetune_v2@big", "painn_finetune_v2@similar", [0, 1])]
