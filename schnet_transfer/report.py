@@ -127,7 +127,7 @@ def comparisons(cells: Sequence[dict]) -> list[dict]:
             if tag and tag != main and not method.startswith("painn_pretrained") and f"{method}@{main}" in models:
                 pairs.append((target, f"{method}@{main}", m, size))
             twin = selected.get((target, tag))
-            if twin and not method.startswith("painn_pretrained") and f"{method}@{twin}" in models:
+            if twin and twin != main and not method.startswith("painn_pretrained") and f"{method}@{twin}" in models:
                 pairs.append((target, f"{method}@{twin}", m, size))
         pairs.append((target, "painn_scratch", "painn_delta_scratch", size))
         pairs += [(target, "xtb_linear", m, size) for m in models if m.startswith("painn_delta")]
@@ -135,6 +135,8 @@ def comparisons(cells: Sequence[dict]) -> list[dict]:
     return [r for r in found if r is not None]
 
 
+# what every pre-training set after the first gets (paper_protocol.py): both label corrections, and
+# Delta-learning, where the first set's pre-training helped most
 SIZE_STUDY_METHODS = ("painn_finetune_v1", "painn_finetune_v2", "painn_delta_finetune")
 SIZE_STUDY_REFERENCES = ("painn_scratch", "painn_delta_scratch", "xtb_linear")
 

@@ -101,14 +101,9 @@ def budget(args) -> dict:
             "versions": {p: version(p) for p in ("schnetpack", "torch", "tblite", "dscribe")}}
 
 
-# fine-tuning cells of every pre-training set after the first (the size study): both label
-# corrections, and Delta-learning, where the first set's pre-training helped most
-SIZE_STUDY_METHODS = ("painn_finetune_v1", "painn_finetune_v2", "painn_delta_finetune")
-
-
 def run(args) -> None:
     from schnet_transfer.paper import METHODS, Protocol
-    from schnet_transfer.report import write_report
+    from schnet_transfer.report import SIZE_STUDY_METHODS, write_report
 
     work, cells_dir = Path(args.work_dir).resolve(), Path(args.cells) / "cells"
     sets = _pretrain_sets(args.pretrain)
