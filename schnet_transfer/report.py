@@ -148,20 +148,25 @@ def size_study(cells: Sequence[dict]) -> list[dict]:
     cells record them (``details["pretraining"]``, :meth:`schnet_transfer.paper.Protocol.pretraining_info`)
     and the MAE's mean, sample sd and folds; cells without that record are left out.
     """
-    groups = defaultdict(list)
+    chosen, infos = [], {}
     for c in cells:
         info = c.get("details", {}).get("pretraining")
         if info and c["method"] in SIZE_STUDY_METHODS and str(c["size"]) == "all":
-            groups[(c["target"], c["method"], info["name"])].append(c)
+            chosen.append(c)
+            infos[(c["target"], _model(c))] = info
     rows = []
-    for (target, method, name), group in sorted(groups.items()):
-        info = group[0]["details"]["pretraining"]
-        values = np.array([c["mae"] for c in group], float)
-        rows.append({"target": target, "method": method, "pretrain": name, "molecules": info["molecules"],
-                     "selection": info["selection"], "folds": sorted(c["fold"] for c in group),
-                     "mae": {"mean": float(values.mean()),
-                             "sd": float(values.std(ddof=1)) if len(values) > 1 else None}})
+    for r in summarize(chosen):
+        info = infos[(r["target"], r["model"])]
+        rows.append({"target": r["target"], "method": r["model"].partition("@")[0], "pretrain": info["name"],
+                     "molecules": info["molecules"], "selection": info["selection"], "folds": r["folds"],
+                     "mae": r["mae"]})
     return sorted(rows, key=lambda r: (r["target"], r["selection"] != "random", r["molecules"], r["pretrain"]))
+
+
+def _references(summary: Sequence[dict], target: str) -> dict[str, dict]:
+    """The summary rows (whole training folds) of the models without pre-training, by model."""
+    return {r["model"]: r for r in summary
+            if r["target"] == target and r["size"] == "all" and r["model"] in SIZE_STUDY_REFERENCES}
 
 
 def _size_study_lines(report: dict, target: str) -> list[str]:
@@ -178,8 +183,7 @@ def _size_study_lines(report: dict, target: str) -> list[str]:
         first = next(iter(mine.values()))
         cells = [f"{_fmt(mine[m]['mae'])} ({len(mine[m]['folds'])})" if m in mine else "—" for m in methods]
         lines.append(f"| `{name}` | {first['selection']} | {first['molecules']:,} | " + " | ".join(cells) + " |")
-    references = {r["model"]: r for r in report["summary"]
-                  if r["target"] == target and r["size"] == "all" and r["model"] in SIZE_STUDY_REFERENCES}
+    references = _references(report["summary"], target)
     if references:
         lines += ["", "Without pre-training, same folds: " + "; ".join(
             f"`{m}` {_fmt(references[m]['mae'])} ({references[m]['n_folds']})"
@@ -229,11 +233,10 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _figure(cells: Sequence[dict], units: dict, path: Path) -> None:
+def _figure(cells: Sequence[dict], report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    targets = sorted({c["target"] for c in cells})
-    study = size_study(cells)
+    targets, units = sorted({c["target"] for c in cells}), report["units"]
     fig, axes = plt.subplots(len(targets), 3, figsize=(15, 4.2 * len(targets)), squeeze=False)
     main = main_sets(cells)
     for row, target in zip(axes, targets):
@@ -250,13 +253,12 @@ def _figure(cells: Sequence[dict], units: dict, path: Path) -> None:
             row[0].set_visible(False)
         curves = cells_learning_curves(mine, methods=shown + ["soap_krr"])
         error_vs_size(curves, units[target], ax=row[1], title=f"{target}: test MAE vs training size")
-        rows = [r for r in study if r["target"] == target]
+        rows = [r for r in report["size_study"] if r["target"] == target]
         if len({r["pretrain"] for r in rows}) < 2:
             row[2].set_visible(False)
             continue
-        references = {m: float(np.mean([c["mae"] for c in mine if c["method"] == m and str(c["size"]) == "all"]))
-                      for m in SIZE_STUDY_REFERENCES[:2]
-                      if any(c["method"] == m and str(c["size"]) == "all" for c in mine)}
+        found = _references(report["summary"], target)
+        references = {m: found[m]["mae"]["mean"] for m in SIZE_STUDY_REFERENCES[:2] if m in found}
         size_study_plot(rows, references, units[target], ax=row[2],
                         title=f"{target}: test MAE vs pre-training set size")
     fig.tight_layout()
@@ -276,5 +278,5 @@ def write_report(cells_dir: str | Path, out: str | Path, budget: dict) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(report) + "\n")
-    _figure(cells, report["units"], out.with_suffix(".png"))
+    _figure(cells, report, out.with_suffix(".png"))
     return report
