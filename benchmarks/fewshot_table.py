@@ -177,7 +177,10 @@ def report(cells: list) -> str:
                   for p in ("published", "honest", "deployment")]
         paper = PUBLISHED["Pin-Tuning"].get(name) if method == "pintuning" else None
         paper_text = f"{paper[0 if shots == '10' else 1]:.2f}" if paper else "—"
-        groups = f" ({len(row['groups'])} groups)" if name == "toxcast" else ""
+        groups = ""
+        if name == "toxcast" and len(row["groups"]) < len(TOXCAST):   # a mean over fewer groups than the paper's
+            groups = f" ({len(row['groups'])} of {len(TOXCAST)} groups)"
+            paper_text += f" (all {len(TOXCAST)})" if paper else ""
         lines.append(f"| {name}{groups} | {shots} | {method} | {len(seeds)} | {' | '.join(cells_)} | {paper_text} |")
     budgets = sorted({(c["dataset"], c["shots"], c.get("steps"), c.get("encoder"), c["device"])
                       for c in cells if c["method"] == "pintuning"})
