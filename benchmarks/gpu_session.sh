@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Every GPU measurement of this project in one call on a lent GPU machine (the device tool: Python
+# 3.12 with CUDA torch, no RDKit, no deepchem, nothing to download). Prepare here, once per session:
+#
+#     bash scripts/prepare_gpu_carry.sh          # .gpu_carry/: RDKit cp312 wheel + deepchem tarball
+#     run(command="bash benchmarks/gpu_session.sh", carry=[".gpu_carry"], timeout_s=590)
+#
+# What it runs, in order, within GPU_SESSION_SECONDS (default 540 s of wall time):
+#   1. the CUDA-only tests (fast step on the GPU against the CPU reference; official preset on CUDA);
+#   2. benchmarks/speed.py --only gpu: reference vs one-batch fast path, s / outer step and per
+#      evaluation (issue targets: <= 0.1 s per step, 2,000 Tox21 steps in < 5 min);
+#   3. Tox21 10-shot, paper preset, fast path, seeds 0-2 side by side: 2,000 outer steps when the
+#      measured speed leaves time for them, else the largest multiple of 100 that fits (the JSON
+#      says how many), 20 evaluations.
+# Everything lands in $OUT (at most 8 files come back): gpu_session.log, cuda_tests.log,
+# speed_gpu.{json,md}, pintuning_tox21_gpu_fast_seed{0,1,2}.json. Back here: copy the three Tox21
+# JSONs into benchmarks/results/ and run benchmarks/plot_tox21.py; keep speed_gpu.* beside
+# speed.json (it is the GPU half of the speed report).
+set -uo pipefail
+: "${OUT:?OUT must name the folder for the results}"
+budget=${GPU_SESSION_SECONDS:-540}
+start=$(date +%s)
+exec > >(tee "$OUT/gpu_session.log") 2>&1
+elapsed() { echo $(( $(date +%s) - start )); }
+
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu_carry/*.whl || exit 1
+tar xzf .gpu_carry/deepchem.tgz -C /tmp/site || exit 1
+export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 PINTUNING_CACHE_DIR=/tmp/pintuning-cache
+python3 -c 'import torch, rdkit, deepchem_pintuning; print("torch", torch.__version__, torch.cuda.get_device_name())' || exit 1
+
+echo "== [$(elapsed) s] CUDA tests"
+python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/test_fast_path.py tests/test_pintuning.py \
+    -k "gpu or cuda" > "$OUT/cuda_tests.log" 2>&1
+echo "pytest exit status $? (tail of cuda_tests.log):"; tail -n 3 "$OUT/cuda_tests.log"
+
+echo "== [$(elapsed) s] speed.py --only gpu"
+python3 benchmarks/speed.py --only gpu --steps 8 --rounds 1 --out "$OUT/speed_gpu.json" \
+    --note "lent GPU machine, one process at a time, nothing else running (benchmarks/gpu_session.sh)" || exit 1
+
+# outer steps that fit what is left (three runs share the GPU)
+steps=$(python3 benchmarks/speed.py --out "$OUT/speed_gpu.json" --steps-that-fit $(( budget - $(elapsed) ))) || exit 1
+echo "== [$(elapsed) s] Tox21 10-shot, $steps outer steps, seeds 0-2 side by side"
+for seed in 0 1 2; do
+    python3 benchmarks/pintuning_tox21.py --method pintuning --seeds $seed --steps "$steps" \
+        --eval-every $(( steps / 20 )) --checkpoint-dir /tmp/checkpoints \
+        --out "$OUT/pintuning_tox21_gpu_fast_seed$seed.json" > "/tmp/tox21_seed$seed.log" 2>&1 &
+done
+wait
+for seed in 0 1 2; do echo "-- seed $seed"; tail -n 2 "/tmp/tox21_seed$seed.log"; done
+echo "== [$(elapsed) s] done"
