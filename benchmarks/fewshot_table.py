@@ -25,6 +25,8 @@ the GCN. With your GIN file: ``--encoder gin_supervised_contextpred --encoder-pa
 
     python benchmarks/fewshot_table.py --datasets tox21 sider --shots 10 5 --seeds 0 1 2 --steps 2000
     python benchmarks/fewshot_table.py --report-only
+    python benchmarks/fewshot_table.py --datasets tox21 --shots 10 --seeds 0 --draws 5 \
+        --rescore runs/benchmarks/pintuning-paper-gcn_supervised_contextpred-2000steps-seed0
 """
 from __future__ import annotations
 
@@ -82,14 +84,50 @@ def pintuning_cell(data, dataset: str, shots: int, seed: int, args, device, seed
                         checkpoint_dir=folder, resample_eval_support=True, device=device, **settings)
     model = PinTuningModel.load(str(folder), device=device)
     model.workers = args.workers
-    cell = {"published": best_of_evaluations(run["evaluations"])["eval_roc_auc"],
-            "evaluations": [{"step": e["step"], "eval_seed": e.get("eval_seed"), "roc_auc": e["eval_roc_auc"]}
-                            for e in run["evaluations"]],
-            **honest_scores([model.evaluate_fewshot(data, seed=e) for e in seeds]),
-            "steps": args.steps, "encoder": args.encoder, "settings": overrides,
-            "seconds_per_outer_step": run["seconds_per_outer_step"], "training_seconds": run["wall_seconds"]}
+    return {"published": best_of_evaluations(run["evaluations"])["eval_roc_auc"],
+            "evaluations": _curve(run["evaluations"]), "steps": args.steps, "encoder": args.encoder,
+            "settings": overrides, "seconds_per_outer_step": run["seconds_per_outer_step"],
+            "training_seconds": run["wall_seconds"], **model_scores(model, data, seeds, deployment)}
+
+
+def model_scores(model, data, seeds: list, deployment: bool = True) -> dict:
+    """A trained model's honest (and deployment) scores on the support draws ``seeds``."""
+    cell = honest_scores([model.evaluate_fewshot(data, seed=e) for e in seeds])
     if deployment:
         cell["deployment"] = [model.evaluate_fewshot(data, seed=e, protocol="deployment")["roc_auc"] for e in seeds]
+    return cell
+
+
+def _curve(evaluations: list) -> list:
+    return [{"step": e["step"], "eval_seed": e.get("eval_seed"), "roc_auc": e["eval_roc_auc"]} for e in evaluations]
+
+
+def rescored_cell(folder: Path, dataset: str, shots: int, seed: int, args) -> dict:
+    """A cell from a model meta-trained elsewhere (e.g. ``pintuning_tox21.py --steps 2000``), scored on this
+    report's support draws without training again. Its evaluations during meta-training count as the
+    published protocol only if they drew fresh supports; otherwise their best is kept apart, as
+    ``best_of_fixed_evaluations``."""
+    from deepchem_pintuning.data import load_fewshot
+    from deepchem_pintuning.model import PinTuningModel, best_of_evaluations
+
+    device, device_name = cell_device(args)
+    model = PinTuningModel.load(str(folder), device=device)
+    model.workers = args.workers
+    if model.config.n_shot != shots:
+        raise SystemExit(f"--rescore: {folder} holds a {model.config.n_shot}-shot model, not {shots}-shot")
+    saved = json.loads((folder / "history.json").read_text())
+    evaluations = [h for h in saved["history"] if "eval_roc_auc" in h]
+    data = load_fewshot(dataset, data_dir=args.data_dir if dataset == "pcba" else None)
+    seeds = eval_seeds(seed, args.draws)
+    start = time.perf_counter()
+    cell = {"dataset": dataset, "shots": shots, "method": "pintuning", "seed": seed, "eval_seeds": seeds,
+            "supports": [support_digest(data, shots, e) for e in seeds], "device": device_name,
+            "steps": model._global_step, "encoder": model.config.encoder, "rescored_from": str(folder),
+            "evaluations": _curve(evaluations), "training_seconds": saved["wall_seconds"],
+            **model_scores(model, data, seeds)}
+    fresh = len({e.get("eval_seed") for e in evaluations}) == len(evaluations) > 1
+    cell["published" if fresh else "best_of_fixed_evaluations"] = best_of_evaluations(evaluations)["eval_roc_auc"]
+    cell["wall_seconds"] = time.perf_counter() - start
     return cell
 
 
@@ -141,11 +179,13 @@ def _mean_sd(values) -> str:
 
 
 def aggregate(cells: list) -> dict:
-    """Per (dataset, shots, method): per-seed numbers of each protocol; ToxCast groups averaged per seed."""
+    """Per (dataset, shots, method, Pin-Tuning's outer steps): per-seed numbers of each protocol; ToxCast
+    groups averaged per seed."""
     table: dict = {}
     for cell in cells:
         name = "toxcast" if cell["dataset"].startswith("toxcast-") else cell["dataset"]
-        row = table.setdefault(f"{name}|{cell['shots']}|{cell['method']}", {"groups": set(), "per_seed": {}})
+        steps = cell.get("steps", "") if cell["method"] == "pintuning" else ""   # one row per meta-training budget
+        row = table.setdefault(f"{name}|{cell['shots']}|{cell['method']}|{steps}", {"groups": set(), "per_seed": {}})
         row["groups"].add(cell["dataset"])
         seed_row = row["per_seed"].setdefault(cell["seed"], {})
         for protocol in ("published", "honest", "deployment"):
@@ -160,6 +200,11 @@ def aggregate(cells: list) -> dict:
     return table
 
 
+def _row_order(key: str) -> tuple:
+    name, shots, method, steps = key.split("|")
+    return name, -int(shots), METHODS.index(method), int(steps or 0)
+
+
 def report(cells: list) -> str:
     table = aggregate(cells)
     lines = ["# Few-shot report (generated by benchmarks/fewshot_table.py)", "",
@@ -167,10 +212,10 @@ def report(cells: list) -> str:
              "supports at each (the official code's number); *honest*: final model, mean over fixed support draws; "
              "*deployment*: no auxiliary labels, per-molecule scoring, same supports. Baselines: honest protocol, "
              "same supports. Our encoder is the shipped GCN unless a cell says otherwise; the paper used GIN.", "",
-             "| dataset | shots | method | seeds | published (emulated) | honest | deployment | paper |",
-             "|---|---|---|---|---|---|---|---|"]
-    for key in sorted(table, key=lambda k: (k.split("|")[0], -int(k.split("|")[1]), METHODS.index(k.split("|")[2]))):
-        name, shots, method = key.split("|")
+             "| dataset | shots | method | steps | seeds | published (emulated) | honest | deployment | paper |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key in sorted(table, key=_row_order):
+        name, shots, method, steps = key.split("|")
         row = table[key]
         seeds = sorted(row["per_seed"])
         cells_ = [(_mean_sd([row["per_seed"][s][p] for s in seeds]) if p in row["per_seed"][seeds[0]] else "—")
@@ -181,7 +226,8 @@ def report(cells: list) -> str:
         if name == "toxcast" and len(row["groups"]) < len(TOXCAST):   # a mean over fewer groups than the paper's
             groups = f" ({len(row['groups'])} of {len(TOXCAST)} groups)"
             paper_text += f" (all {len(TOXCAST)})" if paper else ""
-        lines.append(f"| {name}{groups} | {shots} | {method} | {len(seeds)} | {' | '.join(cells_)} | {paper_text} |")
+        lines.append(f"| {name}{groups} | {shots} | {method} | {steps or '—'} | {len(seeds)} | {' | '.join(cells_)} | "
+                     f"{paper_text} |")
     budgets = sorted({(c["dataset"], c["shots"], c.get("steps"), c.get("encoder"), c["device"])
                       for c in cells if c["method"] == "pintuning"})
     lines += ["", "Pin-Tuning budgets (dataset, shots, outer steps, encoder, device): " +
@@ -199,7 +245,7 @@ def plot(cells: list, path: Path) -> None:
 
     from deepchem_pintuning.plotting import evaluation_curves
     table = aggregate(cells)
-    keys = sorted(table)
+    keys = sorted(table, key=_row_order)
     fig, (ax, curves) = plt.subplots(1, 2, figsize=(max(6, 0.5 * len(keys)) + 5, 4),
                                      gridspec_kw={"width_ratios": [max(6, 0.5 * len(keys)), 5]})
     for i, key in enumerate(keys):
@@ -210,7 +256,8 @@ def plot(cells: list, path: Path) -> None:
             if values:
                 ax.bar(i + offset, 100 * np.mean(values), 0.25, yerr=100 * np.std(values), color=colour,
                        label=protocol if i == 0 or protocol not in ax.get_legend_handles_labels()[1] else None)
-    ax.set_xticks(range(len(keys)), [k.replace("|", " ") for k in keys], rotation=60, ha="right", fontsize=7)
+    ax.set_xticks(range(len(keys)), [" ".join(k.rstrip("|").split("|")) + (" steps" if k.split("|")[3] else "")
+                                     for k in keys], rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("ROC-AUC (%)")
     ax.set_ylim(40, 100)
     ax.legend(fontsize=8)
@@ -218,8 +265,11 @@ def plot(cells: list, path: Path) -> None:
     runs: dict = {}
     for cell in cells:
         if cell["method"] == "pintuning":
-            runs.setdefault(f"{cell['dataset']} {cell['shots']}-shot", []).append(cell["evaluations"])
-    evaluation_curves(runs, ax=curves, key="roc_auc", title="Pin-Tuning during meta-training (fresh supports)")
+            fixed = "" if "published" in cell else ", fixed supports"
+            runs.setdefault(f"{cell['dataset']} {cell['shots']}-shot {cell['steps']} steps{fixed}", []).append(
+                cell["evaluations"])
+    evaluation_curves(runs, ax=curves, key="roc_auc",
+                      title="Pin-Tuning during meta-training (fresh supports unless marked)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -231,11 +281,13 @@ def plot(cells: list, path: Path) -> None:
 
 
 def per_property(cells: list) -> dict:
-    """``(dataset, shots) -> method -> property -> honest ROC-AUC``, the mean over support draws and seeds."""
+    """``(dataset, shots) -> method -> property -> honest ROC-AUC``, the mean over support draws and seeds
+    (Pin-Tuning per meta-training budget: ``"pintuning 100 steps"``)."""
     found: dict = {}
     for cell in cells:
+        method = f"pintuning {cell['steps']} steps" if cell["method"] == "pintuning" else cell["method"]
         for task, values in cell.get("honest_per_task", {}).items():
-            found.setdefault((cell["dataset"], cell["shots"]), {}).setdefault(cell["method"], {}).setdefault(
+            found.setdefault((cell["dataset"], cell["shots"]), {}).setdefault(method, {}).setdefault(
                 task, []).extend(values)
     return {key: {method: {task: float(np.mean(v)) for task, v in tasks.items()} for method, tasks in methods.items()}
             for key, methods in sorted(found.items())}
@@ -246,7 +298,7 @@ def plot_per_property(groups: dict):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(len(groups), 1, figsize=(10, 3.2 * len(groups)), squeeze=False)
     for ax, ((dataset, shots), methods) in zip(axes[:, 0], groups.items()):
-        names = [m for m in METHODS if m in methods]
+        names = sorted(methods, key=lambda m: (METHODS.index(m.split()[0]), m))
         tasks = sorted({t for m in names for t in methods[m]})
         width = 0.8 / len(names)
         for j, method in enumerate(names):
@@ -320,8 +372,21 @@ def main() -> None:
     parser.add_argument("--shots", type=int, nargs="+", default=[10, 5])
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--data-dir", default=None, help="folder with pcba.csv.gz (PCBA is not shipped)")
+    parser.add_argument("--rescore", type=Path, metavar="FOLDER",
+                        help="add the cell of a model meta-trained elsewhere (its checkpoint folder), scored on this "
+                             "report's supports, for the one dataset, shot count and seed given; then the report")
     add_cell_options(parser, "fewshot_table")
     args = parser.parse_args()
+    if args.rescore:
+        if len(args.datasets) != 1 or len(args.shots) != 1 or len(args.seeds) != 1 or args.datasets[0] == "toxcast":
+            parser.error("--rescore takes one dataset (a ToxCast group by name), one --shots and one --seeds")
+        if not (args.rescore / "history.json").is_file():
+            parser.error(f"--rescore: {args.rescore} is not a meta-training checkpoint folder (no history.json)")
+        cell = rescored_cell(args.rescore, args.datasets[0], args.shots[0], args.seeds[0], args)
+        Path(args.cell_dir).mkdir(parents=True, exist_ok=True)
+        (Path(args.cell_dir) / f"{cell['dataset']}-{cell['shots']}shot-pintuning-{cell['steps']}steps-seed"
+                               f"{cell['seed']}.json").write_text(json.dumps(cell, indent=1))
+        args.report_only = True
     cells = [(d, s, m, seed) for d in expand(args.datasets) for s in args.shots for m in args.methods
              for seed in args.seeds]
     run_cells(__file__, args, cells, run_cell, report, plot, lambda done: {"table": aggregate(done)})

@@ -11,10 +11,14 @@ import fewshot_table  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def cells(tmp_path_factory):
-    args = argparse.Namespace(threads=1, workers=1, cpu=True, data_dir=None, draws=2, steps=2, evaluations=2,
+def args(tmp_path_factory):
+    return argparse.Namespace(threads=1, workers=1, cpu=True, data_dir=None, draws=2, steps=2, evaluations=2,
                               encoder="gcn_supervised_contextpred", encoder_path=None,
                               checkpoint_dir=str(tmp_path_factory.mktemp("checkpoints")))
+
+
+@pytest.fixture(scope="module")
+def cells(args):
     return {method: fewshot_table.run_cell("toxcast-CLD", 5, method, 0, args)
             for method in ("pintuning", "frozen", "ecfp_aux_rf")}
 
@@ -58,9 +62,38 @@ def test_per_property_scores_average_to_the_honest_number_and_are_drawn(cells, t
         assert len(per_task) >= 2 and all(len(v) == 2 for v in per_task.values())    # every property, every draw
         assert np.allclose(np.mean(list(per_task.values()), axis=0), cell["honest"])
     groups = fewshot_table.per_property(list(cells.values()))
-    assert list(groups) == [("toxcast-CLD", 5)] and set(groups[("toxcast-CLD", 5)]) == set(cells)
+    assert list(groups) == [("toxcast-CLD", 5)]
+    assert set(groups[("toxcast-CLD", 5)]) == {"pintuning 2 steps", "frozen", "ecfp_aux_rf"}
     fewshot_table.plot(list(cells.values()), tmp_path / "table.png")
     assert (tmp_path / "table_per_property.png").stat().st_size > 1000
     fewshot_table.plot([{k: v for k, v in c.items() if k != "honest_per_task"} for c in cells.values()],
                        tmp_path / "old.png")                     # older cells: no per-property figure
     assert (tmp_path / "old.png").exists() and not (tmp_path / "old_per_property.png").exists()
+
+
+def test_a_rescored_checkpoint_scores_as_its_cell_and_gets_a_row_of_its_own(cells, args, tmp_path):
+    import json
+    import shutil
+    folder = Path(args.checkpoint_dir) / "toxcast-CLD-5shot-gcn_supervised_contextpred-2steps-seed0"
+    again = fewshot_table.rescored_cell(folder, "toxcast-CLD", 5, 0, args)
+    trained = cells["pintuning"]
+    for key in ("honest", "deployment", "published", "supports", "steps", "evaluations"):
+        assert again[key] == trained[key], key
+    # evaluations that all used one support set are no published-protocol number
+    fixed = tmp_path / "fixed"
+    shutil.copytree(folder, fixed)
+    saved = json.loads((fixed / "history.json").read_text())
+    for record in saved["history"]:
+        record.pop("eval_seed", None)
+    (fixed / "history.json").write_text(json.dumps(saved))
+    kept_apart = fewshot_table.rescored_cell(fixed, "toxcast-CLD", 5, 0, args)
+    assert "published" not in kept_apart and kept_apart["best_of_fixed_evaluations"] == trained["published"]
+    # another budget is another row, in step order, its missing protocol shown as such
+    longer = {**kept_apart, "steps": 2000}
+    rows = [line.split("|") for line in fewshot_table.report([longer, trained]).splitlines()
+            if "| pintuning |" in line]
+    assert [(r[4].strip(), r[6].strip()) for r in rows] == [("2", f"{100 * trained['published']:.2f}"), ("2000", "—")]
+    assert set(fewshot_table.per_property([longer, trained])[("toxcast-CLD", 5)]) == {
+        "pintuning 2 steps", "pintuning 2000 steps"}
+    with pytest.raises(SystemExit, match="holds a 5-shot model, not 10-shot"):
+        fewshot_table.rescored_cell(folder, "toxcast-CLD", 10, 0, args)
