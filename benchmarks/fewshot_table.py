@@ -268,8 +268,7 @@ def plot(cells: list, path: Path) -> None:
             fixed = "" if "published" in cell else ", fixed supports"
             runs.setdefault(f"{cell['dataset']} {cell['shots']}-shot {cell['steps']} steps{fixed}", []).append(
                 cell["evaluations"])
-    evaluation_curves(runs, ax=curves, key="roc_auc",
-                      title="Pin-Tuning during meta-training (fresh supports unless marked)")
+    evaluation_curves(runs, ax=curves, key="roc_auc", title="Pin-Tuning's evaluations during meta-training")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
