@@ -138,7 +138,8 @@ def main() -> None:
     parser.add_argument("--shots", type=int, nargs="+", default=[10, 5], choices=[10, 5])
     add_cell_options(parser, "ablations")
     args = parser.parse_args()
-    run_cells(__file__, args, cells_to_run(args.datasets, args.seeds, args.shots), run_cell, report, plot)
+    run_cells(__file__, args, cells_to_run(args.datasets, args.seeds, args.shots), run_cell, report, plot,
+              meta_trained=VARIANTS)
 
 
 if __name__ == "__main__":

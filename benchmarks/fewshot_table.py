@@ -40,6 +40,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterable, Optional
 
 import numpy as np
 
@@ -331,14 +332,22 @@ def add_cell_options(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--cell", nargs=4, help=argparse.SUPPRESS)
 
 
-def run_cells(script: str, args, cells: list, compute_cell, write_report, draw, summary=None) -> None:
+def cell_file(dataset: str, shots: int, name: str, seed: int, steps: Optional[int] = None) -> str:
+    """A cell's file name; a meta-trained cell's names its outer steps (cells of several budgets sit side by side)."""
+    return f"{dataset}-{shots}shot-{name}{'' if steps is None else f'-{steps}steps'}-seed{seed}.json"
+
+
+def run_cells(script: str, args, cells: list, compute_cell, write_report, draw, summary=None,
+              meta_trained: Iterable[str] = ("pintuning",)) -> None:
     """``--cell``: compute that cell into its JSON. Otherwise compute every missing cell of ``cells``
-    in ``--processes`` subprocesses, then write ``--out`` (JSON), its ``.md`` and ``.png`` from all cells."""
+    in ``--processes`` subprocesses, then write ``--out`` (JSON), its ``.md`` and ``.png`` from all cells.
+    Cells of a method in ``meta_trained`` are kept per ``--steps``."""
     cell_dir = Path(args.cell_dir)
     cell_dir.mkdir(parents=True, exist_ok=True)
+    meta_trained = set(meta_trained)
 
     def path_of(dataset, shots, name, seed) -> Path:
-        return cell_dir / f"{dataset}-{shots}shot-{name}-seed{seed}.json"
+        return cell_dir / cell_file(dataset, shots, name, seed, args.steps if name in meta_trained else None)
 
     if args.cell:
         dataset, shots, name, seed = args.cell[0], int(args.cell[1]), args.cell[2], int(args.cell[3])
@@ -383,8 +392,8 @@ def main() -> None:
             parser.error(f"--rescore: {args.rescore} is not a meta-training checkpoint folder (no history.json)")
         cell = rescored_cell(args.rescore, args.datasets[0], args.shots[0], args.seeds[0], args)
         Path(args.cell_dir).mkdir(parents=True, exist_ok=True)
-        (Path(args.cell_dir) / f"{cell['dataset']}-{cell['shots']}shot-pintuning-{cell['steps']}steps-seed"
-                               f"{cell['seed']}.json").write_text(json.dumps(cell, indent=1))
+        (Path(args.cell_dir) / cell_file(cell["dataset"], cell["shots"], "pintuning", cell["seed"], cell["steps"])
+         ).write_text(json.dumps(cell, indent=1))
         args.report_only = True
     cells = [(d, s, m, seed) for d in expand(args.datasets) for s in args.shots for m in args.methods
              for seed in args.seeds]

@@ -97,3 +97,15 @@ def test_a_rescored_checkpoint_scores_as_its_cell_and_gets_a_row_of_its_own(cell
         "pintuning 2 steps", "pintuning 2000 steps"}
     with pytest.raises(SystemExit, match="holds a 5-shot model, not 10-shot"):
         fewshot_table.rescored_cell(folder, "toxcast-CLD", 10, 0, args)
+
+
+def test_cells_of_a_meta_trained_method_are_kept_per_budget(tmp_path):
+    def compute(dataset, shots, method, seed, args):
+        return {"dataset": dataset, "shots": shots, "method": method, "seed": seed}
+
+    for method, steps in (("pintuning", 100), ("pintuning", 2000), ("frozen", 100), ("frozen", 2000)):
+        args = argparse.Namespace(cell_dir=str(tmp_path), steps=steps, cell=["tox21", "10", method, "0"])
+        fewshot_table.run_cells("unused", args, [], compute, None, None)
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == [
+        "tox21-10shot-frozen-seed0.json", "tox21-10shot-pintuning-100steps-seed0.json",
+        "tox21-10shot-pintuning-2000steps-seed0.json"]
