@@ -201,6 +201,13 @@ def aggregate(cells: list) -> dict:
     return table
 
 
+def _protocol_text(values: list, n_seeds: int) -> str:
+    """Mean ± sd of one protocol over the seeds that have it (a rescored model may lack the published one)."""
+    if not values:
+        return "—"
+    return _mean_sd(values) + (f" ({len(values)} of {n_seeds} seeds)" if len(values) < n_seeds else "")
+
+
 def _row_order(key: str) -> tuple:
     name, shots, method, steps = key.split("|")
     return name, -int(shots), METHODS.index(method), int(steps or 0)
@@ -219,7 +226,7 @@ def report(cells: list) -> str:
         name, shots, method, steps = key.split("|")
         row = table[key]
         seeds = sorted(row["per_seed"])
-        cells_ = [(_mean_sd([row["per_seed"][s][p] for s in seeds]) if p in row["per_seed"][seeds[0]] else "—")
+        cells_ = [_protocol_text([row["per_seed"][s][p] for s in seeds if p in row["per_seed"][s]], len(seeds))
                   for p in ("published", "honest", "deployment")]
         paper = PUBLISHED["Pin-Tuning"].get(name) if method == "pintuning" else None
         paper_text = f"{paper[0 if shots == '10' else 1]:.2f}" if paper else "—"

@@ -93,6 +93,9 @@ def test_a_rescored_checkpoint_scores_as_its_cell_and_gets_a_row_of_its_own(cell
     rows = [line.split("|") for line in fewshot_table.report([longer, trained]).splitlines()
             if "| pintuning |" in line]
     assert [(r[4].strip(), r[6].strip()) for r in rows] == [("2", f"{100 * trained['published']:.2f}"), ("2000", "—")]
+    other_seed = {**kept_apart, "seed": 1}                          # same budget, one seed without that protocol
+    row = [line for line in fewshot_table.report([trained, other_seed]).splitlines() if "| pintuning |" in line]
+    assert row[0].split("|")[6].strip() == f"{100 * trained['published']:.2f} (1 of 2 seeds)"
     assert set(fewshot_table.per_property([longer, trained])[("toxcast-CLD", 5)]) == {
         "pintuning 2 steps", "pintuning 2000 steps"}
     with pytest.raises(SystemExit, match="holds a 5-shot model, not 10-shot"):
