@@ -103,16 +103,21 @@ def main_sets(cells: Sequence[dict]) -> dict[str, str | None]:
 
 def comparisons(cells: Sequence[dict]) -> list[dict]:
     """Pre-trained vs scratch (plain and Delta), v1 vs v2, Delta vs plain, Delta vs calibrated xTB,
-    and the size study: each further pre-training set against the main one (the set with the most
-    cells of a target, which serves every method), and a set selected otherwise (e.g. by similarity
-    to the target) against the random set of the same size, same method."""
+    and the size study, same method: each further pre-training set against the main one (the set
+    with the most cells of a target, which serves every method), a set selected otherwise (e.g. by
+    similarity to the target) against the random set of the same size, and a random set against the
+    next smaller random set (what doubling the set does)."""
     pairs = []
     main_set = main_sets(cells)
-    # a set chosen otherwise than at random, against the random set of the same size
-    random_of_size = {(c["target"], info["molecules"]): c["pretrain"] for c in cells
-                      if (info := c.get("details", {}).get("pretraining")) and info["selection"] == "random"}
-    selected = {(c["target"], c["pretrain"]): random_of_size.get((c["target"], info["molecules"])) for c in cells
-                if (info := c.get("details", {}).get("pretraining")) and info["selection"] != "random"}
+    sizes = {(c["target"], c["pretrain"]): (info["molecules"], info["selection"]) for c in cells
+             if (info := c.get("details", {}).get("pretraining"))}
+    random_sets = {key: n for key, (n, selection) in sizes.items() if selection == "random"}
+    random_of_size = {(target, n): name for (target, name), n in random_sets.items()}
+    # per set: the random set of its size (a set chosen otherwise) or the next smaller random set (a random one)
+    compared_with = {(target, name): random_of_size.get((target, n)) if selection != "random" else
+                     max(((m, other) for (t, other), m in random_sets.items() if t == target and m < n),
+                         default=(0, None))[1]
+                     for (target, name), (n, selection) in sizes.items()}
     for target, size in sorted({(c["target"], str(c["size"])) for c in cells}):
         models = sorted({_model(c) for c in cells if c["target"] == target and str(c["size"]) == size})
         main = main_set[target]
@@ -124,11 +129,10 @@ def comparisons(cells: Sequence[dict]) -> list[dict]:
             elif m.startswith("painn_delta_finetune"):
                 pairs.append((target, "painn_delta_scratch", m, size))
             method, _, tag = m.partition("@")
-            if tag and tag != main and not method.startswith("painn_pretrained") and f"{method}@{main}" in models:
-                pairs.append((target, f"{method}@{main}", m, size))
-            twin = selected.get((target, tag))
-            if twin and twin != main and not method.startswith("painn_pretrained") and f"{method}@{twin}" in models:
-                pairs.append((target, f"{method}@{twin}", m, size))
+            if tag and not method.startswith("painn_pretrained"):
+                for other in dict.fromkeys([main, compared_with.get((target, tag))]):
+                    if other and other != tag and f"{method}@{other}" in models:
+                        pairs.append((target, f"{method}@{other}", m, size))
         pairs.append((target, "painn_scratch", "painn_delta_scratch", size))
         pairs += [(target, "xtb_linear", m, size) for m in models if m.startswith("painn_delta")]
     found = (paired_comparison(cells, *p) for p in pairs)

@@ -177,3 +177,7 @@ def test_size_study_rows_carry_each_sets_size_selection_and_folds(tmp_path):
     twins = [(p["reference"], p["model"], p["folds"]) for p in comparisons(cells)
              if p["model"].endswith("@similar") and "@" in p["reference"]]
     assert twins == [("painn_finetune_v2@big", "painn_finetune_v2@similar", [0, 1])]
+    # a random set against the next smaller random one (here: small, 1,352 -> big, 10,000)
+    growth = [(p["reference"], p["model"], p["folds"]) for p in comparisons(cells)
+              if p["model"].endswith("@big") and "@" in p["reference"]]
+    assert growth == [("painn_finetune_v2@small", "painn_finetune_v2@big", [0, 1])]
