@@ -15,7 +15,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .gpu_carry "rdkit==$rdkit_version"
 tar czf .gpu_carry/deepchem.tgz -C "$site" --exclude=tests --exclude=__pycache__ deepchem
-tree_bytes=$( (git ls-files -z; git ls-files -z --others --exclude-standard) | xargs -0 du -cb 2>/dev/null | awk 'END {print $1}')
+tree_bytes=$( (git ls-files -z; git ls-files -z --others --exclude-standard) | { du -cb --files0-from=- 2>/dev/null || true; } | tail -n 1 | cut -f1)
 carry_bytes=$(du -cb .gpu_carry | awk 'END {print $1}')
 total=$(( tree_bytes + carry_bytes ))
 echo "[gpu-carry] rdkit $rdkit_version + deepchem: $(( carry_bytes >> 20 )) MiB; working tree $(( tree_bytes >> 20 )) MiB; total $(( total >> 20 )) MiB (limit 64)"
