@@ -109,15 +109,7 @@ def comparisons(cells: Sequence[dict]) -> list[dict]:
     next smaller random set (what doubling the set does)."""
     pairs = []
     main_set = main_sets(cells)
-    sizes = {(c["target"], c["pretrain"]): (info["molecules"], info["selection"]) for c in cells
-             if (info := c.get("details", {}).get("pretraining"))}
-    random_sets = {key: n for key, (n, selection) in sizes.items() if selection == "random"}
-    random_of_size = {(target, n): name for (target, name), n in random_sets.items()}
-    # per set: the random set of its size (a set chosen otherwise) or the next smaller random set (a random one)
-    compared_with = {(target, name): random_of_size.get((target, n)) if selection != "random" else
-                     max(((m, other) for (t, other), m in random_sets.items() if t == target and m < n),
-                         default=(0, None))[1]
-                     for (target, name), (n, selection) in sizes.items()}
+    compared_with = _size_study_partners(cells)
     for target, size in sorted({(c["target"], str(c["size"])) for c in cells}):
         models = sorted({_model(c) for c in cells if c["target"] == target and str(c["size"]) == size})
         main = main_set[target]
@@ -137,6 +129,24 @@ def comparisons(cells: Sequence[dict]) -> list[dict]:
         pairs += [(target, "xtb_linear", m, size) for m in models if m.startswith("painn_delta")]
     found = (paired_comparison(cells, *p) for p in pairs)
     return [r for r in found if r is not None]
+
+
+def _size_study_partners(cells: Sequence[dict]) -> dict[tuple[str, str], str | None]:
+    """Per (target, pre-training set), the set it is paired with besides the main one: for a set
+    chosen otherwise than at random, the random set of the same size; for a random set, the next
+    smaller random set. Sets whose cells do not record their pre-training are left out."""
+    sizes = {(c["target"], c["pretrain"]): (info["molecules"], info["selection"]) for c in cells
+             if (info := c.get("details", {}).get("pretraining"))}
+    random_sets = {key: n for key, (n, selection) in sizes.items() if selection == "random"}
+    random_of_size = {(target, n): name for (target, name), n in random_sets.items()}
+    partners = {}
+    for (target, name), (n, selection) in sizes.items():
+        if selection != "random":
+            partners[(target, name)] = random_of_size.get((target, n))
+        else:
+            smaller = [(m, other) for (t, other), m in random_sets.items() if t == target and m < n]
+            partners[(target, name)] = max(smaller)[1] if smaller else None
+    return partners
 
 
 # what every pre-training set after the first gets (paper_protocol.py): both label corrections, and
