@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fewshot_report import budget_table  # noqa: E402
 from fewshot_table import (add_cell_options, cell_device, eval_seeds, pintuning_cell, run_cells,  # noqa: E402
                            support_digest)
 
@@ -103,8 +104,8 @@ def report(cells: list) -> str:
             lines.append(f"| {dataset} | {variant} | {_ours(cells, dataset, 10, variant, 'honest')} | "
                          f"{_ours(cells, dataset, 10, variant, 'published')} | "
                          f"{PAPER_TABLE3[variant].get(dataset, '—')} |")
-    budgets = sorted({(c["steps"], c["encoder"], c["device"]) for c in cells})
-    lines += ["", "Budgets (outer steps, encoder, device): " + "; ".join(f"{s}, {e}, {d}" for s, e, d in budgets)]
+    lines += ["", "## Budgets", "", "CPU times are from a shared 2-core machine, usually with a second job running.",
+              "", *budget_table(cells, "variant", list(VARIANTS))]
     return "\n".join(lines) + "\n"
 
 

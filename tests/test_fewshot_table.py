@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import fewshot_report  # noqa: E402
 import fewshot_table  # noqa: E402
 
 
@@ -40,8 +41,11 @@ def test_published_protocol_is_the_best_of_evaluations_on_fresh_supports(cells):
 
 
 def test_report_has_a_row_per_method_with_the_paper_number(cells):
-    text = fewshot_table.report(list(cells.values()))
-    rows = [line for line in text.splitlines() if line.startswith("| toxcast")]
+    text = fewshot_report.report(list(cells.values()))
+    table, budgets = text.split("## Budgets")
+    rows = [line for line in table.splitlines() if line.startswith("| toxcast")]
+    assert [line.split("|")[1].strip() for line in budgets.splitlines() if line.startswith("| toxcast")] == [
+        "toxcast-CLD"] * 3                                          # budgets per group
     assert [row.split("|")[3].strip() for row in rows] == ["pintuning", "frozen", "ecfp_aux_rf"]
     assert rows[0].startswith("| toxcast (1 of 9 groups) |")       # a partial ToxCast mean says so
     assert rows[0].rstrip(" |").endswith("83.71 (all 9)")         # paper's ToxCast 5-shot, over all nine groups
@@ -61,14 +65,19 @@ def test_per_property_scores_average_to_the_honest_number_and_are_drawn(cells, t
         per_task = cell["honest_per_task"]
         assert len(per_task) >= 2 and all(len(v) == 2 for v in per_task.values())    # every property, every draw
         assert np.allclose(np.mean(list(per_task.values()), axis=0), cell["honest"])
-    groups = fewshot_table.per_property(list(cells.values()))
+    groups = fewshot_report.per_property(list(cells.values()))
     assert list(groups) == [("toxcast-CLD", 5)]
     assert set(groups[("toxcast-CLD", 5)]) == {"pintuning 2 steps", "frozen", "ecfp_aux_rf"}
-    fewshot_table.plot(list(cells.values()), tmp_path / "table.png")
+    fewshot_report.plot(list(cells.values()), tmp_path / "table.png")
     assert (tmp_path / "table_per_property.png").stat().st_size > 1000
-    fewshot_table.plot([{k: v for k, v in c.items() if k != "honest_per_task"} for c in cells.values()],
+    fewshot_report.plot([{k: v for k, v in c.items() if k != "honest_per_task"} for c in cells.values()],
                        tmp_path / "old.png")                     # older cells: no per-property figure
     assert (tmp_path / "old.png").exists() and not (tmp_path / "old_per_property.png").exists()
+
+
+def pintuning_rows(report: str) -> list:
+    """The Pin-Tuning rows of a report's main table (not of its budget table)."""
+    return [line for line in report.split("## Budgets")[0].splitlines() if "| pintuning |" in line]
 
 
 def test_a_rescored_checkpoint_scores_as_its_cell_and_gets_a_row_of_its_own(cells, args, tmp_path):
@@ -90,13 +99,12 @@ def test_a_rescored_checkpoint_scores_as_its_cell_and_gets_a_row_of_its_own(cell
     assert "published" not in kept_apart and kept_apart["best_of_fixed_evaluations"] == trained["published"]
     # another budget is another row, in step order, its missing protocol shown as such
     longer = {**kept_apart, "steps": 2000}
-    rows = [line.split("|") for line in fewshot_table.report([longer, trained]).splitlines()
-            if "| pintuning |" in line]
+    rows = [line.split("|") for line in pintuning_rows(fewshot_report.report([longer, trained]))]
     assert [(r[4].strip(), r[6].strip()) for r in rows] == [("2", f"{100 * trained['published']:.2f}"), ("2000", "—")]
     other_seed = {**kept_apart, "seed": 1}                          # same budget, one seed without that protocol
-    row = [line for line in fewshot_table.report([trained, other_seed]).splitlines() if "| pintuning |" in line]
+    row = pintuning_rows(fewshot_report.report([trained, other_seed]))
     assert row[0].split("|")[6].strip() == f"{100 * trained['published']:.2f} (1 of 2 seeds)"
-    assert set(fewshot_table.per_property([longer, trained])[("toxcast-CLD", 5)]) == {
+    assert set(fewshot_report.per_property([longer, trained])[("toxcast-CLD", 5)]) == {
         "pintuning 2 steps", "pintuning 2000 steps"}
     with pytest.raises(SystemExit, match="holds a 5-shot model, not 10-shot"):
         fewshot_table.rescored_cell(folder, "toxcast-CLD", 10, 0, args)
@@ -112,3 +120,17 @@ def test_cells_of_a_meta_trained_method_are_kept_per_budget(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*.json")) == [
         "tox21-10shot-frozen-seed0.json", "tox21-10shot-pintuning-100steps-seed0.json",
         "tox21-10shot-pintuning-2000steps-seed0.json"]
+
+
+def test_budget_table_states_each_rows_steps_seeds_encoder_device_and_wall_time(cells):
+    trained = cells["pintuning"]
+    longer = {**trained, "seed": 1, "steps": 2000, "training_seconds": 7200.0}
+    again = {**trained, "seed": 2, "steps": 2000, "training_seconds": 3600.0}
+    rows = [line.split("|")[1:-1] for line in fewshot_report.budget_table([*cells.values(), longer, again])[2:]]
+    rows = [[field.strip() for field in row] for row in rows]
+    assert [row[2:5] for row in rows] == [["pintuning", "2", "1"], ["pintuning", "2000", "2"], ["frozen", "—", "1"],
+                                          ["ecfp_aux_rf", "—", "1"]]
+    assert rows[1][5:] == ["gcn_supervised_contextpred", trained["device"], "1.5 h meta-training"]
+    assert rows[3][5] == "ECFP4"
+    assert rows[2][7] == fewshot_report._duration(cells["frozen"]["wall_seconds"])
+    assert fewshot_report.budget_table([])[2:] == []
