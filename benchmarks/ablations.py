@@ -8,7 +8,10 @@
 Each (dataset, shots, variant, seed) is one resumable cell (one JSON under ``--cell-dir``), computed
 by :func:`fewshot_table.pintuning_cell` with the variant's settings: the honest protocol (final
 model, ``--draws`` fixed support draws, the same for every variant of a seed) and the
-published-emulated one (best of ``--evaluations`` evaluations on fresh supports). Writes
+published-emulated one (best of ``--evaluations`` evaluations on fresh supports). The meta-training
+runs live under ``--checkpoint-dir``, shared with ``fewshot_table.py``: the full model is the
+report's Pin-Tuning run of the same budget, trained once for both (a folder resumes only the run it
+holds, see ``pintuning_tox21.check_resumable``). Writes
 ``benchmarks/results/ablations.{json,md,png}`` with the paper's numbers beside ours::
 
     python benchmarks/ablations.py --datasets tox21 sider muv --seeds 0 1 2 --steps 2000
@@ -67,8 +70,10 @@ def run_cell(dataset: str, shots: int, variant: str, seed: int, args) -> dict:
     start = time.perf_counter()
     cell = {"dataset": dataset, "shots": shots, "variant": variant, "seed": seed, "eval_seeds": seeds,
             "supports": [support_digest(data, shots, e) for e in seeds], "device": device_name}
-    cell.update(pintuning_cell(data, dataset, shots, seed, args, device, seeds, tag=f"-{variant}",
-                               deployment=False, **VARIANTS[variant]))
+    # the full model (no setting changed) is the few-shot report's Pin-Tuning run: same folder, trained once
+    tag = f"-{variant}" if VARIANTS[variant] else ""
+    cell.update(pintuning_cell(data, dataset, shots, seed, args, device, seeds, tag=tag, deployment=False,
+                               **VARIANTS[variant]))
     cell["wall_seconds"] = time.perf_counter() - start
     return cell
 

@@ -178,7 +178,9 @@ def add_cell_options(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is available")
     parser.add_argument("--cell-dir", default=str(RESULTS / name))
-    parser.add_argument("--checkpoint-dir", default=f"runs/benchmarks/{name}")
+    parser.add_argument("--checkpoint-dir", default="runs/benchmarks/meta_trained",
+                        help="Pin-Tuning runs, one folder per (dataset, shots, encoder, settings, steps, seed), shared "
+                             "by this report and the ablations (the full model is the report's Pin-Tuning run)")
     parser.add_argument("--out", default=str(RESULTS / f"{name}.json"))
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--cell", nargs=4, help=argparse.SUPPRESS)

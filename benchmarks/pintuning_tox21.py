@@ -36,6 +36,36 @@ from deepchem_pintuning.pintuning import published_hyperparameters  # noqa: E402
 TOX21_SETTINGS = published_hyperparameters("tox21", 10)
 
 
+def expected_config(protocol: str, encoder: str, settings: dict):
+    """The Pin-Tuning configuration ``PinTuningModel(protocol=..., encoder=..., **settings)`` builds."""
+    from deepchem_pintuning.deepchem_contract import split_torchmodel_kwargs
+    from deepchem_pintuning.pintuning import PinTuningConfig
+    _, overrides = split_torchmodel_kwargs({"encoder": encoder, **settings})
+    return PinTuningConfig.official(**overrides) if protocol == "official" else PinTuningConfig(**overrides)
+
+
+def check_resumable(checkpoint_dir: Path, config, saved: dict, expected, eval_every: int,
+                    resample_eval_support: bool) -> None:
+    """Continue a checkpointed run only as the run it is: same settings, same evaluation chunks (their
+    boundaries seed the chunks), same support protocol; otherwise stop with one line.
+
+    Folders written before ``eval_every`` was recorded are read from their history: the first
+    evaluation's step, and fresh supports when every evaluation drew its own.
+    """
+    evaluations = [h for h in saved["history"] if "eval_roc_auc" in h]
+    recorded = {"eval_every": saved.get("eval_every", evaluations[0]["step"] if evaluations else eval_every),
+                "resample_eval_support": saved.get("resample_eval_support", len(
+                    {e.get("eval_seed") for e in evaluations}) == len(evaluations) > 1 if len(evaluations) > 1
+                    else resample_eval_support)}
+    requested = {"eval_every": eval_every, "resample_eval_support": resample_eval_support}
+    differences = [f"{k} {recorded[k]} (requested {requested[k]})" for k in requested if recorded[k] != requested[k]]
+    have, want = config.to_dict(), expected.to_dict()
+    differences += [f"{k}={have[k]!r} (requested {want[k]!r})" for k in want if have.get(k) != want[k]]
+    if differences:
+        raise SystemExit(f"{checkpoint_dir} holds another run: {'; '.join(differences)}; "
+                         "use another --checkpoint-dir or delete the folder")
+
+
 def run_pintuning(data, seed: int, steps: int, eval_every: int, protocol: str, encoder: str, fast: bool = True,
                   workers: int = 2, checkpoint_dir: Path = None, resample_eval_support: bool = False,
                   device=None, **overrides) -> dict:
@@ -48,15 +78,18 @@ def run_pintuning(data, seed: int, steps: int, eval_every: int, protocol: str, e
     code's protocol; their best is ``best_of_evals_roc_auc``).
     """
     from deepchem_pintuning.model import PinTuningModel
+    settings = {**TOX21_SETTINGS, **overrides}
     if checkpoint_dir is not None and (checkpoint_dir / "history.json").exists():
         model = PinTuningModel.load(str(checkpoint_dir), device=device)
         saved = json.loads((checkpoint_dir / "history.json").read_text())
+        check_resumable(checkpoint_dir, model.config, saved, expected_config(protocol, encoder, settings),
+                        eval_every, resample_eval_support)
         model.history, wall = saved["history"], saved["wall_seconds"]
         print(f"   resumed at step {model._global_step}", flush=True)
     else:
         model = PinTuningModel.for_dataset(data, protocol=protocol, encoder=encoder, seed=seed, device=device,
                                            model_dir=str(checkpoint_dir) if checkpoint_dir else None,
-                                           **{**TOX21_SETTINGS, **overrides})
+                                           **settings)
         model._ensure_built()
         wall = 0.0
     model.workers = workers
@@ -71,7 +104,9 @@ def run_pintuning(data, seed: int, steps: int, eval_every: int, protocol: str, e
         last = [h for h in model.history if "eval_roc_auc" in h]
         print(f"   step {model._global_step}: ROC-AUC {last[-1]['eval_roc_auc']:.4f} ({wall:.0f} s)", flush=True)
         if checkpoint_dir is not None:
-            (checkpoint_dir / "history.json").write_text(json.dumps({"history": model.history, "wall_seconds": wall}))
+            (checkpoint_dir / "history.json").write_text(json.dumps({
+                "history": model.history, "wall_seconds": wall, "eval_every": eval_every,
+                "resample_eval_support": resample_eval_support}))
     history = model.history
     evals = [h for h in history if "eval_roc_auc" in h]
     final = evals[-1] if evals and evals[-1]["step"] == steps else None

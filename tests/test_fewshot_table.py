@@ -134,3 +134,19 @@ def test_budget_table_states_each_rows_steps_seeds_encoder_device_and_wall_time(
     assert rows[3][5] == "ECFP4"
     assert rows[2][7] == fewshot_report._duration(cells["frozen"]["wall_seconds"])
     assert fewshot_report.budget_table([])[2:] == []
+
+
+def test_a_checkpoint_folder_resumes_only_the_run_it_holds(cells, args):
+    import torch
+    from deepchem_pintuning.data import load_fewshot
+    data = load_fewshot("toxcast-CLD")
+
+    def again(cell_args=args, **overrides):
+        return fewshot_table.pintuning_cell(data, "toxcast-CLD", 5, 0, cell_args, torch.device("cpu"), [10_000],
+                                            deployment=False, **overrides)
+
+    assert again()["training_seconds"] == cells["pintuning"]["training_seconds"]      # finished: nothing retrained
+    with pytest.raises(SystemExit, match=r"holds another run: eval_every 1 \(requested 2\)"):
+        again(argparse.Namespace(**{**vars(args), "evaluations": 1}))
+    with pytest.raises(SystemExit, match=r"holds another run: emb_bwc='identity' \(requested 'none'\)"):
+        again(emb_bwc="none")
