@@ -26,6 +26,7 @@ elapsed() { echo $(( $(date +%s) - start )); }
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu_carry/*.whl || exit 1
 tar xzf .gpu_carry/deepchem.tgz -C /tmp/site || exit 1
 export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 PINTUNING_CACHE_DIR=/tmp/pintuning-cache
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c 'import torch, rdkit, deepchem_pintuning; print("torch", torch.__version__, torch.cuda.get_device_name())' || exit 1
 
 echo "== [$(elapsed) s] CUDA tests"
@@ -35,16 +36,19 @@ echo "pytest exit status $? (tail of cuda_tests.log):"; tail -n 3 "$OUT/cuda_tes
 
 echo "== [$(elapsed) s] speed.py --only gpu"
 python3 benchmarks/speed.py --only gpu --steps 8 --rounds 1 --out "$OUT/speed_gpu.json" \
-    --note "lent GPU machine, one process at a time, nothing else running (benchmarks/gpu_session.sh)" || exit 1
+    --note "lent GPU machine, one process at a time, nothing else running (benchmarks/gpu_session.sh)" \
+    || echo "speed.py failed (exit status $?); the Tox21 runs go on at a guessed budget"
 
-# outer steps that fit what is left (three runs share the GPU)
-steps=$(python3 benchmarks/speed.py --out "$OUT/speed_gpu.json" --steps-that-fit $(( budget - $(elapsed) ))) || exit 1
+# outer steps that fit what is left (three runs share the GPU); 300 when the speed is unknown
+steps=$(python3 benchmarks/speed.py --out "$OUT/speed_gpu.json" --steps-that-fit $(( budget - $(elapsed) ))) \
+    || steps=300
 echo "== [$(elapsed) s] Tox21 10-shot, $steps outer steps, seeds 0-2 side by side"
+# each run is stopped before the call's limit, so that this log (with every run's progress) comes back
 for seed in 0 1 2; do
-    python3 benchmarks/pintuning_tox21.py --method pintuning --seeds $seed --steps "$steps" \
-        --eval-every $(( steps / 20 )) --checkpoint-dir /tmp/checkpoints \
+    timeout $(( budget + 30 - $(elapsed) )) python3 benchmarks/pintuning_tox21.py --method pintuning --seeds $seed \
+        --steps "$steps" --eval-every $(( steps / 20 )) --checkpoint-dir /tmp/checkpoints \
         --out "$OUT/pintuning_tox21_gpu_fast_seed$seed.json" > "/tmp/tox21_seed$seed.log" 2>&1 &
 done
 wait
-for seed in 0 1 2; do echo "-- seed $seed"; tail -n 2 "/tmp/tox21_seed$seed.log"; done
+for seed in 0 1 2; do echo "-- seed $seed"; cat "/tmp/tox21_seed$seed.log"; done
 echo "== [$(elapsed) s] done"
