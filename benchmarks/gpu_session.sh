@@ -8,12 +8,13 @@
 # What it runs, in order, within GPU_SESSION_SECONDS (default 540 s of wall time):
 #   1. the CUDA-only tests (fast step on the GPU against the CPU reference; official preset on CUDA);
 #   2. benchmarks/speed.py --only gpu: reference vs one-batch fast path, s / outer step and per
-#      evaluation (issue targets: <= 0.1 s per step, 2,000 Tox21 steps in < 5 min);
+#      evaluation (issue targets: <= 0.1 s per step, 2,000 Tox21 steps in < 5 min), then
+#      benchmarks/profile_step.py: kernel launches, host syncs and GPU kernel time per step;
 #   3. Tox21 10-shot, paper preset, fast path, seeds 0-2 side by side: 2,000 outer steps when the
 #      measured speed leaves time for them, else the largest multiple of 100 that fits (the JSON
 #      says how many), 20 evaluations.
 # Everything lands in $OUT (at most 8 files come back): gpu_session.log, cuda_tests.log,
-# speed_gpu.{json,md}, pintuning_tox21_gpu_fast_seed{0,1,2}.json. Back here: copy the three Tox21
+# speed_gpu.{json,md}, profile_gpu.json, pintuning_tox21_gpu_fast_seed{0,1,2}.json. Back here: copy the three Tox21
 # JSONs into benchmarks/results/ and run benchmarks/plot_tox21.py; keep speed_gpu.* beside
 # speed.json (it is the GPU half of the speed report).
 set -uo pipefail
@@ -39,16 +40,21 @@ python3 benchmarks/speed.py --only gpu --steps 8 --rounds 1 --out "$OUT/speed_gp
     --note "lent GPU machine, one process at a time, nothing else running (benchmarks/gpu_session.sh)" \
     || echo "speed.py failed (exit status $?); the Tox21 runs go on at a guessed budget"
 
+echo "== [$(elapsed) s] profile_step.py"
+python3 benchmarks/profile_step.py "$OUT/profile_gpu.json" || echo "profile_step.py failed (exit status $?)"
+
 # outer steps that fit what is left (three runs share the GPU); 300 when the speed is unknown
 steps=$(python3 benchmarks/speed.py --out "$OUT/speed_gpu.json" --steps-that-fit $(( budget - $(elapsed) ))) \
     || steps=300
 echo "== [$(elapsed) s] Tox21 10-shot, $steps outer steps, seeds 0-2 side by side"
 # each run is stopped before the call's limit, so that this log (with every run's progress) comes back
+runs=()
 for seed in 0 1 2; do
     timeout $(( budget + 30 - $(elapsed) )) python3 benchmarks/pintuning_tox21.py --method pintuning --seeds $seed \
         --steps "$steps" --eval-every $(( steps / 20 )) --checkpoint-dir /tmp/checkpoints \
         --out "$OUT/pintuning_tox21_gpu_fast_seed$seed.json" > "/tmp/tox21_seed$seed.log" 2>&1 &
+    runs+=($!)
 done
-wait
+wait "${runs[@]}"   # these three only: a bare wait would also wait for the log's tee, which never ends
 for seed in 0 1 2; do echo "-- seed $seed"; cat "/tmp/tox21_seed$seed.log"; done
 echo "== [$(elapsed) s] done"

@@ -203,7 +203,8 @@ def test_fit_follows_the_reference_trajectory(cld, float64):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_one_batch_step_on_gpu_equals_reference_on_cpu(cld):
     """The GPU layout (all episodes in one batch) against the CPU reference, float32."""
-    model = PinTuningModel.for_dataset(cld, seed=0, encoder="gcn_scratch", **TINY)
+    # the reference stays on the CPU: on a GPU machine a model is built on the GPU unless told otherwise
+    model = PinTuningModel.for_dataset(cld, seed=0, encoder="gcn_scratch", device=torch.device("cpu"), **TINY)
     reference = model.model.train()
     gpu = copy.deepcopy(reference).cuda().train()
     episodes = _episodes(cld)

@@ -30,7 +30,7 @@ def test_steps_that_fit_follow_the_measured_speed():
     assert speed.steps_that_fit(report(0.05), 500) == 2000                 # capped at the paper's budget
     slow = [speed.steps_that_fit(report(0.3), seconds) for seconds in (600, 400, 250)]
     assert slow == sorted(slow, reverse=True) and all(s % 100 == 0 for s in slow)
-    assert slow[0] == (600 - 60 - 20 * 1.5 * 2.0) // (1.5 * 0.3) // 100 * 100
+    assert slow[0] == (600 - 60 - 20 * 2.0 * 2.0) // (2.0 * 0.3) // 100 * 100
     assert speed.steps_that_fit(report(5.0), 100) == 100                   # never fewer than 100
     assert doctest.testmod(speed).failed == 0
 
@@ -40,3 +40,10 @@ def test_only_gpu_without_cuda_is_a_one_line_error():
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--only", "gpu"],
                           capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith("CUDA is not available on this machine")
+
+
+def test_speed_times_the_steps_inside_one_fit_call():
+    config = {"name": "fast, 1 thread", "fast": True, "threads": 1, "workers": 1, "per_pass": 1, "evaluate": False}
+    result = speed.child(config, steps=2)
+    assert len(result["step_seconds"]) == 2 and all(s > 0 for s in result["step_seconds"])
+    assert result["fit_seconds"] >= sum(result["step_seconds"])          # the call adds its set-up and checkpoint
