@@ -23,8 +23,6 @@ PUBLISHED = {
 }
 
 
-
-
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"

@@ -43,7 +43,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Optional
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fewshot_report import METHODS, TOXCAST, aggregate, plot, report  # noqa: E402
 from pintuning_tox21 import RESULTS, run_pintuning  # noqa: E402

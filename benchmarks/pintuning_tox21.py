@@ -53,10 +53,11 @@ def check_resumable(checkpoint_dir: Path, config, saved: dict, expected, eval_ev
     evaluation's step, and fresh supports when every evaluation drew its own.
     """
     evaluations = [h for h in saved["history"] if "eval_roc_auc" in h]
+    fresh = len({e.get("eval_seed") for e in evaluations}) == len(evaluations)
     recorded = {"eval_every": saved.get("eval_every", evaluations[0]["step"] if evaluations else eval_every),
-                "resample_eval_support": saved.get("resample_eval_support", len(
-                    {e.get("eval_seed") for e in evaluations}) == len(evaluations) > 1 if len(evaluations) > 1
-                    else resample_eval_support)}
+                # from fewer than two evaluations the support protocol cannot be told: it is not checked
+                "resample_eval_support": saved.get("resample_eval_support",
+                                                   fresh if len(evaluations) > 1 else resample_eval_support)}
     requested = {"eval_every": eval_every, "resample_eval_support": resample_eval_support}
     differences = [f"{k} {recorded[k]} (requested {requested[k]})" for k in requested if recorded[k] != requested[k]]
     have, want = config.to_dict(), expected.to_dict()
