@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fewshot_report import budget_table  # noqa: E402
+from fewshot_report import budget_section  # noqa: E402
 from fewshot_table import (add_cell_options, cell_device, eval_seeds, pintuning_cell, run_cells,  # noqa: E402
                            support_digest)
 
@@ -109,8 +109,7 @@ def report(cells: list) -> str:
             lines.append(f"| {dataset} | {variant} | {_ours(cells, dataset, 10, variant, 'honest')} | "
                          f"{_ours(cells, dataset, 10, variant, 'published')} | "
                          f"{PAPER_TABLE3[variant].get(dataset, '—')} |")
-    lines += ["", "## Budgets", "", "CPU times are from a shared 2-core machine, usually with a second job running.",
-              "", *budget_table(cells, "variant", list(VARIANTS))]
+    lines += ["", *budget_section(cells, "variant", list(VARIANTS))]
     return "\n".join(lines) + "\n"
 
 

@@ -53,6 +53,12 @@ def budget_table(cells: list, name: str = "method", order: Sequence[str] = METHO
     return lines
 
 
+def budget_section(cells: list, name: str = "method", order: Sequence[str] = METHODS) -> list:
+    """Markdown lines of a report's "Budgets" section: its heading, how to read CPU times, :func:`budget_table`."""
+    return ["## Budgets", "", "CPU times are from a shared 2-core machine, usually with a second job running.", "",
+            *budget_table(cells, name, order)]
+
+
 def _mean_sd(values) -> str:
     values = np.asarray(values, dtype=float)
     return f"{100 * values.mean():.2f} ± {100 * values.std(ddof=1):.2f}" if len(values) > 1 else \
@@ -119,9 +125,7 @@ def report(cells: list) -> str:
     lines += ["", "Published numbers of other methods (paper's Table 1): " +
               "; ".join(f"{m} {d} {v[0]:.2f} / {v[1]:.2f}" for m, rows in PUBLISHED.items() if m != "Pin-Tuning"
                         for d, v in rows.items()),
-              "", "## Budgets", "",
-              "CPU times are from a shared 2-core machine, usually with a second job running.", "",
-              *budget_table(cells)]
+              "", *budget_section(cells)]
     return "\n".join(lines) + "\n"
 
 

@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import CPU_CONFIGS, GPU_CONFIGS, warmed_up_model  # noqa: E402
 
 LAUNCHES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
 SYNCS = ("cudaMemcpyAsync", "cudaStreamSynchronize", "cudaDeviceSynchronize")
@@ -25,18 +30,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="JSON to write")
     args = parser.parse_args()
-    from deepchem_pintuning.data import load_fewshot
-    from deepchem_pintuning.model import PinTuningModel
-    from deepchem_pintuning.pintuning import published_hyperparameters
-
     cuda = torch.cuda.is_available()
-    device = torch.device("cuda" if cuda else "cpu")
-    torch.set_num_threads(1)
-    data = load_fewshot("tox21")
-    model = PinTuningModel.for_dataset(data, seed=0, device=device, **published_hyperparameters("tox21", 10))
-    model.episodes_per_pass = None if cuda else 1
-    model.fit(data, steps=2, seed=0, progress=False)                        # warm-up, caches
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    # speed.py's fast configurations: one batch of all episodes on a GPU, one episode per pass on a CPU thread
+    config = GPU_CONFIGS[-1] if cuda else next(c for c in CPU_CONFIGS if c["name"] == "fast, 1 thread")
+    data, model, sync = warmed_up_model(config, warmup_steps=2)
     sync()
     start = time.perf_counter()
     model.fit(data, steps=3, seed=5, progress=False)

@@ -45,8 +45,9 @@ GPU_CONFIGS = [
 BASELINE = {"cpu": "reference, 1 thread", "cuda": "reference, GPU"}
 
 
-def child(config: dict, steps: int) -> dict:
-    """Measure one configuration in this process; returns seconds per step, per evaluation, peak memory."""
+def warmed_up_model(config: dict, warmup_steps: int = 1):
+    """The Tox21 10-shot paper-preset model of a configuration, after ``warmup_steps`` outer steps (caches,
+    CUDA start-up): ``(data, model, sync)``, ``sync`` waiting for the GPU (a no-op on a CPU)."""
     import torch
     torch.set_num_threads(config["threads"])
     from deepchem_pintuning.data import load_fewshot
@@ -58,8 +59,16 @@ def child(config: dict, steps: int) -> dict:
     model = PinTuningModel.for_dataset(data, seed=0, device=device, **published_hyperparameters("tox21", 10))
     model.workers = config["workers"]
     model.episodes_per_pass = config["per_pass"] or None
-    model.fit(data, steps=1, seed=0, progress=False, fast=config["fast"])  # warm-up, caches
+    model.fit(data, steps=warmup_steps, seed=0, progress=False, fast=config["fast"])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    return data, model, sync
+
+
+def child(config: dict, steps: int) -> dict:
+    """Measure one configuration in this process; returns seconds per step, per evaluation, peak memory."""
+    import torch
+    data, model, sync = warmed_up_model(config)
+    device = model.device
     sync()
     start = time.perf_counter()
     model.fit(data, steps=steps, seed=1, progress=False, fast=config["fast"])   # as training runs: one call
