@@ -41,7 +41,7 @@ def expected_config(protocol: str, encoder: str, settings: dict):
     from deepchem_pintuning.deepchem_contract import split_torchmodel_kwargs
     from deepchem_pintuning.pintuning import PinTuningConfig
     _, overrides = split_torchmodel_kwargs({"encoder": encoder, **settings})
-    return PinTuningConfig.official(**overrides) if protocol == "official" else PinTuningConfig(**overrides)
+    return PinTuningConfig.for_protocol(protocol, **overrides)
 
 
 def check_resumable(checkpoint_dir: Path, config, saved: dict, expected, eval_every: int,

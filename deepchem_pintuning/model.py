@@ -100,7 +100,7 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
         if protocol not in ("paper", "official"):
             raise ValueError(f"protocol must be 'paper' or 'official', got {protocol!r}")
         if config is None:
-            config = PinTuningConfig.official(**overrides) if protocol == "official" else PinTuningConfig(**overrides)
+            config = PinTuningConfig.for_protocol(protocol, **overrides)
         elif overrides:
             config = PinTuningConfig.from_dict({**config.to_dict(), **overrides})
         if seed is not None:

@@ -114,6 +114,17 @@ class PinTuningConfig:
         return cls(**settings)
 
     @classmethod
+    def for_protocol(cls, protocol: str, **overrides) -> "PinTuningConfig":
+        """The settings of ``protocol`` (``"paper"`` or ``"official"``, see :meth:`official`) with ``overrides``.
+
+        Examples
+        --------
+        >>> PinTuningConfig.for_protocol("official", n_shot=5).context_layers
+        'first'
+        """
+        return cls.official(**overrides) if protocol == "official" else cls(**overrides)
+
+    @classmethod
     def from_dict(cls, values: Dict) -> "PinTuningConfig":
         names = {f.name for f in fields(cls)}
         unknown = set(values) - names
