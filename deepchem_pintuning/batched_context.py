@@ -24,16 +24,6 @@ from deepchem_pintuning.episode_batch import LabelGraph
 from deepchem_pintuning.grouped_ops import PassState, batch_norm, dropout, dropout_rows, linear
 
 
-def _pair_layout(n: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Upper-triangle pairs ``(i, j)`` and, for every cell of the ``n x n`` matrix, its pair (diagonal -> last)."""
-    first, second = torch.triu_indices(n, n, 1, device=device)
-    cell_pair = torch.full((n, n), first.numel(), dtype=torch.long, device=device)
-    pair_ids = torch.arange(first.numel(), device=device)
-    cell_pair[first, second] = pair_ids
-    cell_pair[second, first] = pair_ids
-    return first, second, cell_pair.reshape(-1)
-
-
 def pair_scores(net: SimilarityEdges, params, prefix: str, difference: torch.Tensor,
                 state: Optional[PassState], diagonal_weight: Optional[float] = None) -> torch.Tensor:
     """Edge-network scores ``sigmoid(net(exp(-|x_i - x_j|)))`` of pair differences ``[E, Q, d]`` -> ``[E, Q]``.
@@ -69,9 +59,14 @@ PAIR_BLOCK_ELEMENTS = 1 << 20  # evaluation: pair features built in blocks of ~4
 
 def similarity_scores(net: SimilarityEdges, params, prefix: str, mol: torch.Tensor,
                       state: Optional[PassState]) -> torch.Tensor:
-    """Symmetric score matrix ``[E, M, M]`` of the molecules ``mol`` ``[E, M, d]`` (diagonal 0), one half computed."""
+    """Symmetric score matrix ``[E, M, M]`` of the molecules ``mol`` ``[E, M, d]`` (diagonal 0), one half computed.
+
+    The upper triangle is written into zeros and the transpose added (each cell: its score plus an
+    exact zero); its gradient reaches each pair as the sum of its two cells' gradients, as indexing
+    both cells would give, without the sort-based backward of advanced indexing.
+    """
     n_groups, n, dim = mol.shape
-    first, second, cell_pair = _pair_layout(n, mol.device)
+    first, second = torch.triu_indices(n, n, 1, device=mol.device)
     diagonal = float(n) if net.training else None
     if torch.is_grad_enabled() or net.training:  # train-mode BatchNorm needs all pairs in one batch
         score = pair_scores(net, params, prefix, mol.index_select(1, first) - mol.index_select(1, second),
@@ -81,7 +76,8 @@ def similarity_scores(net: SimilarityEdges, params, prefix: str, mol: torch.Tens
         score = torch.cat([pair_scores(net, params, prefix,
                                        part.index_select(1, first).sub_(part.index_select(1, second)), state, diagonal)
                            for part in mol.split(block)])
-    return torch.cat([score, score.new_zeros(n_groups, 1)], dim=1)[:, cell_pair].view(n_groups, n, n)
+    upper = score.new_zeros(n_groups, n * n).index_copy(1, first * n + second, score).view(n_groups, n, n)
+    return upper + upper.transpose(1, 2)
 
 
 def top_k_adjacency(scores: torch.Tensor, top_k: int) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -9,6 +9,9 @@ statistics of the two agree. Exact rewrites used here (same outputs, less arithm
   atom, since ``W (E_a[type] + E_c[chir]) = (E_a W^T)[type] + (E_c W^T)[chir]``;
 * bond embeddings enter as ``counts @ (E_type (+) E_dir)`` (per-atom counts of the 18 bond
   categories) instead of per-bond vectors; message passing is a sparse matrix product;
+* embedding lookups, pooling and broadcasting molecule vectors to atoms are products with constant
+  sparse matrices (:mod:`~deepchem_pintuning.sparse_products`; a lookup is a one-hot product, equal
+  to indexing), whose backward needs no sort;
 * the MP-Adapters' down-projection of ``[h || c_m || c_p]`` is split: the context parts are
   computed once per molecule and once per episode, then broadcast to the atoms.
 """
@@ -25,6 +28,7 @@ from deepchem_pintuning.encoder import PretrainedGNN
 from deepchem_pintuning.episode_batch import BOND_CATEGORIES, EpisodeBatch, GraphBatch
 from deepchem_pintuning.grouped_ops import PassState, batch_norm, dropout, layer_norm, linear
 from deepchem_pintuning.pintuning import PinTuning
+from deepchem_pintuning.sparse_products import SparseOperator
 
 AtomHook = Callable[[int, torch.Tensor], torch.Tensor]
 
@@ -41,12 +45,11 @@ class ParamView:
 
 
 def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Rows of a shared ``[R, d]`` or per-episode ``[E, R, d]`` table for ``index`` ``[E, n]``."""
-    if table.dim() == 2 or table.size(0) == 1:
-        return table.reshape(-1, table.size(-1))[index]
-    rows = table.size(1)
-    offset = torch.arange(index.size(0), device=index.device).unsqueeze(1) * rows
-    return table.reshape(-1, table.size(-1))[index + offset]
+    """Rows ``[E, n, d]`` of a shared ``[R, d]`` or per-episode ``[E, R, d]`` table for ``index`` ``[E, n]``."""
+    flat = table.reshape(-1, table.size(-1))
+    if table.dim() > 2 and table.size(0) > 1:  # episode e reads its own table: rows e * R + index
+        index = index + torch.arange(index.size(0), device=index.device).unsqueeze(1) * table.size(1)
+    return (SparseOperator.one_hot(index, flat.size(0)) @ flat).view(*index.shape, -1)
 
 
 def encode(encoder: PretrainedGNN, params: ParamView, prefix: str, graphs: GraphBatch,
@@ -69,12 +72,12 @@ def encode(encoder: PretrainedGNN, params: ParamView, prefix: str, graphs: Graph
                              + lookup(linear_table(chirality_table, conv.linear, bias=False), graphs.chirality))
             else:
                 projected = conv.linear(h)
-            m = torch.sparse.mm(adjacency, projected.reshape(n_groups * slots, -1)).view(n_groups, slots, -1)
+            m = (adjacency @ projected.reshape(n_groups * slots, -1)).view(n_groups, slots, -1)
             m = m + bond_term
         else:
             if h is None:
                 h = lookup(atom_table, graphs.atom_type) + lookup(chirality_table, graphs.chirality)
-            summed = torch.sparse.mm(adjacency, h.reshape(n_groups * slots, -1)).view(n_groups, slots, -1)
+            summed = (adjacency @ h.reshape(n_groups * slots, -1)).view(n_groups, slots, -1)
             m = conv.mlp(summed + bond_term)
         if hook is not None:
             m = hook(layer, m)
@@ -83,7 +86,7 @@ def encode(encoder: PretrainedGNN, params: ParamView, prefix: str, graphs: Graph
         if layer < encoder.num_layer - 1:
             h = torch.relu(h)
         h = dropout(h, encoder.dropout, encoder.training, state)
-    pooled = torch.sparse.mm(graphs.mean_pool(), h.reshape(n_groups * slots, -1))
+    pooled = graphs.mean_pool() @ h.reshape(n_groups * slots, -1)
     return pooled.view(n_groups, graphs.n_molecules, -1)
 
 
@@ -103,7 +106,7 @@ def adapter_hook(adapters: MPAdapterStack, params: ParamView, prefix: str, graph
     n_groups, slots = graphs.n_groups, graphs.n_atom_slots
 
     def to_atoms(per_molecule: torch.Tensor) -> torch.Tensor:
-        return per_molecule.reshape(-1, per_molecule.size(-1))[graphs.atom_molecule].view(n_groups, slots, -1)
+        return (graphs.broadcast() @ per_molecule.reshape(-1, per_molecule.size(-1))).view(n_groups, slots, -1)
 
     def apply(layer: int, h: torch.Tensor) -> torch.Tensor:
         name = f"{prefix}adapters.{layer}."

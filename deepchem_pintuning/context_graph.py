@@ -50,9 +50,7 @@ def label_edge_types(labels: torch.Tensor) -> torch.Tensor:
     [2, 1, 3]
     """
     kind = torch.full(labels.shape, MISSING, dtype=torch.long, device=labels.device)
-    kind[labels > 0.5] = ACTIVE
-    kind[labels < 0.5] = INACTIVE
-    return kind
+    return kind.masked_fill_(labels > 0.5, ACTIVE).masked_fill_(labels < 0.5, INACTIVE)  # no boolean indexing: no sync
 
 
 def label_edges(support_labels: torch.Tensor, query_aux_labels: torch.Tensor,

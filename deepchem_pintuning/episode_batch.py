@@ -8,9 +8,15 @@ molecules of ``E`` episodes by index tensors into one :class:`EpisodeBatch`:
   of every statistic and with no bonds), so per-episode weights apply as batched matrix products;
 * message passing of the molecular GNN as a constant sparse matrix (GCN symmetric degree
   normalisation or GIN sums, self loops included) and the bond embeddings as per-atom counts of
-  each (bond type, bond direction) pair, so no per-bond activations are ever formed;
+  each (bond type, bond direction) pair, so no per-bond activations are ever formed; pooling atoms
+  into molecules and broadcasting molecules to atoms as sparse matrices too
+  (:class:`~deepchem_pintuning.sparse_products.SparseOperator`);
 * the molecule-property label edges of each context graph as dense ``[E, N, N]`` matrices
   (``N`` = properties + molecules), built from the label matrix without a per-episode loop.
+
+Building a batch never waits for the device: every size (atoms per group, totals) comes from host
+copies of the per-molecule counts, index tensors reach the device by asynchronous copies from
+pinned memory, and no operation reads a device value back.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import torch
 
 from deepchem_pintuning.context_graph import NUM_EDGE_TYPES, label_edge_types
 from deepchem_pintuning.molecule_graph import NUM_BOND_DIRECTIONS, NUM_BOND_TYPES, SELF_LOOP_BOND_TYPE, FlatGraphs
+from deepchem_pintuning.sparse_products import SparseOperator
 
 BOND_CATEGORIES = NUM_BOND_TYPES * NUM_BOND_DIRECTIONS
 
@@ -59,6 +66,8 @@ class PackedGraphs:
         return packed
 
     def _set(self, n_atoms, n_bonds, atoms, bonds, bond_features, device) -> None:
+        self.host_n_atoms = np.asarray(n_atoms, dtype=np.int64)      # sizes known without reading the device
+        self.host_n_bonds = np.asarray(n_bonds, dtype=np.int64)
         self.n_atoms = torch.as_tensor(n_atoms, dtype=torch.long, device=device)
         self.n_bonds = torch.as_tensor(n_bonds, dtype=torch.long, device=device)
         self.atom_ptr = torch.cat([self.n_atoms.new_zeros(1), self.n_atoms.cumsum(0)])
@@ -71,9 +80,15 @@ class PackedGraphs:
         return len(self.n_atoms)
 
 
-def _segments(starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """Concatenated ``arange(start, start + count)`` for every (start, count)."""
-    total = int(counts.sum())
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; a host tensor goes to a GPU by an asynchronous copy from pinned memory."""
+    if tensor.device == device or device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def _segments(starts: torch.Tensor, counts: torch.Tensor, total: int) -> torch.Tensor:
+    """Concatenated ``arange(start, start + count)`` for every (start, count); ``total`` = ``counts.sum()``."""
     offsets = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts, output_size=total)
     return torch.repeat_interleave(starts, counts, output_size=total) + torch.arange(total, device=counts.device) - offsets
 
@@ -88,7 +103,8 @@ class GraphBatch:
     atom_type: torch.Tensor          # [E, A] (padding: 0)
     chirality: torch.Tensor          # [E, A]
     atom_mask: torch.Tensor          # [E, A] float, 1 for real atoms
-    atom_molecule: torch.Tensor      # [E * A] flat molecule index e * M + m (padding: 0)
+    atom_slot: torch.Tensor          # [atoms] flat slot e * A + a of every real atom
+    atom_owner: torch.Tensor         # [atoms] its flat molecule index e * M + m
     source: torch.Tensor             # [B] flat atom slot of each bond and self loop
     target: torch.Tensor             # [B]
     bond_category: torch.Tensor      # [B] bond type * NUM_BOND_DIRECTIONS + direction
@@ -103,17 +119,17 @@ class GraphBatch:
         inv_sqrt = degree.pow(-0.5)
         return inv_sqrt[self.source] * inv_sqrt[self.target]
 
-    def adjacency(self, normalize: bool) -> torch.Tensor:
-        """Sparse ``[E*A, E*A]`` message-passing matrix (row = receiving atom), self loops included.
+    def adjacency(self, normalize: bool) -> SparseOperator:
+        """``[E*A, E*A]`` message-passing matrix (row = receiving atom), self loops included.
 
-        ``normalize=True`` gives the GCN weights ``deg(u)^-1/2 deg(v)^-1/2``, else GIN's ones.
+        ``normalize=True`` gives the GCN weights ``deg(u)^-1/2 deg(v)^-1/2``, else GIN's ones. Bonds
+        come in both directions, so the matrix is symmetric.
         """
         key = ("adjacency", normalize)
         if key not in self._cache:
             size = self.n_groups * self.n_atom_slots
-            self._cache[key] = torch.sparse_coo_tensor(
-                torch.stack([self.target, self.source]), self._edge_weight(normalize), (size, size),
-                check_invariants=False).coalesce()
+            self._cache[key] = SparseOperator(self.target, self.source, self._edge_weight(normalize), (size, size),
+                                              symmetric=True)
         return self._cache[key]
 
     def bond_counts(self, normalize: bool) -> torch.Tensor:
@@ -125,31 +141,41 @@ class GraphBatch:
             self._cache[key] = counts.view(self.n_groups, self.n_atom_slots, BOND_CATEGORIES)
         return self._cache[key]
 
-    def mean_pool(self) -> torch.Tensor:
-        """Sparse ``[E*M, E*A]`` averaging the atoms of each molecule."""
+    def mean_pool(self) -> SparseOperator:
+        """``[E*M, E*A]`` averaging the atoms of each molecule."""
         if "pool" not in self._cache:
-            real = torch.flatten(self.atom_mask).nonzero().squeeze(1)
-            molecule = self.atom_molecule[real]
-            weight = 1.0 / self.n_atoms[molecule].to(self.atom_mask.dtype)
-            self._cache["pool"] = torch.sparse_coo_tensor(
-                torch.stack([molecule, real]), weight,
-                (self.n_groups * self.n_molecules, self.n_groups * self.n_atom_slots), check_invariants=False).coalesce()
+            weight = 1.0 / self.n_atoms[self.atom_owner].to(self.atom_mask.dtype)
+            self._cache["pool"] = SparseOperator(self.atom_owner, self.atom_slot, weight, self._shape(molecules=True))
         return self._cache["pool"]
+
+    def broadcast(self) -> SparseOperator:
+        """``[E*A, E*M]`` giving every atom its molecule's row (padding atoms get zeros)."""
+        if "broadcast" not in self._cache:
+            self._cache["broadcast"] = SparseOperator(self.atom_slot, self.atom_owner, None,
+                                                      self._shape(molecules=False))
+        return self._cache["broadcast"]
+
+    def _shape(self, molecules: bool) -> Tuple[int, int]:
+        shape = (self.n_groups * self.n_molecules, self.n_groups * self.n_atom_slots)
+        return shape if molecules else shape[::-1]
 
 
 def gather_graphs(packed: PackedGraphs, molecules: torch.Tensor) -> GraphBatch:
-    """Collate ``molecules`` ``[E, M]`` (dataset indices) into a padded :class:`GraphBatch`."""
+    """Collate ``molecules`` ``[E, M]`` (dataset indices, best a host tensor) into a padded :class:`GraphBatch`."""
     n_groups, n_mols = molecules.shape
     device = packed.atoms.device
-    flat = molecules.reshape(-1).to(device)
+    host = molecules.reshape(-1).cpu()
+    host_atoms, host_bonds = packed.host_n_atoms[host.numpy()], packed.host_n_bonds[host.numpy()]
+    slots = int(host_atoms.reshape(n_groups, n_mols).sum(1).max())
+    n_real, n_bonds = int(host_atoms.sum()), int(host_bonds.sum())
+    flat = to_device(host, device)
     atoms_per_mol = packed.n_atoms[flat]
     per_group = atoms_per_mol.view(n_groups, n_mols)
-    slots = int(per_group.sum(1).max())
     # slot of each molecule's first atom: group offset + atoms of the group's earlier molecules
     first_slot = (torch.arange(n_groups, device=device) * slots).repeat_interleave(n_mols) + \
         (per_group.cumsum(1) - per_group).reshape(-1)
-    atom_src = _segments(packed.atom_ptr[flat], atoms_per_mol)
-    atom_slot = _segments(first_slot, atoms_per_mol)
+    atom_src = _segments(packed.atom_ptr[flat], atoms_per_mol, n_real)
+    atom_slot = _segments(first_slot, atoms_per_mol, n_real)
     size = n_groups * slots
     atom_type = torch.zeros(size, dtype=torch.long, device=device)
     chirality = torch.zeros(size, dtype=torch.long, device=device)
@@ -157,19 +183,18 @@ def gather_graphs(packed: PackedGraphs, molecules: torch.Tensor) -> GraphBatch:
     chirality[atom_slot] = packed.atoms[atom_src, 1]
     mask = torch.zeros(size, device=device)
     mask[atom_slot] = 1.0
-    atom_molecule = torch.zeros(size, dtype=torch.long, device=device)
-    atom_molecule[atom_slot] = torch.arange(flat.numel(), device=device).repeat_interleave(atoms_per_mol)
+    atom_owner = torch.arange(flat.numel(), device=device).repeat_interleave(atoms_per_mol, output_size=n_real)
 
     bonds_per_mol = packed.n_bonds[flat]
-    bond_src = _segments(packed.bond_ptr[flat], bonds_per_mol)
-    bond_shift = first_slot.repeat_interleave(bonds_per_mol)
+    bond_src = _segments(packed.bond_ptr[flat], bonds_per_mol, n_bonds)
+    bond_shift = first_slot.repeat_interleave(bonds_per_mol, output_size=n_bonds)
     source = torch.cat([packed.bonds[0, bond_src] + bond_shift, atom_slot])
     target = torch.cat([packed.bonds[1, bond_src] + bond_shift, atom_slot])
     features = packed.bond_features[bond_src]
     category = torch.cat([features[:, 0] * NUM_BOND_DIRECTIONS + features[:, 1],
                           torch.full_like(atom_slot, SELF_LOOP_BOND_TYPE * NUM_BOND_DIRECTIONS)])
     return GraphBatch(n_groups, n_mols, slots, atom_type.view(n_groups, slots), chirality.view(n_groups, slots),
-                      mask.view(n_groups, slots), atom_molecule, source, target, category, atoms_per_mol)
+                      mask.view(n_groups, slots), atom_slot, atom_owner, source, target, category, atoms_per_mol)
 
 
 @dataclass
@@ -243,7 +268,7 @@ def episode_batch(packed: PackedGraphs, labels: torch.Tensor, support: torch.Ten
     labels: Tensor [n_molecules, n_properties]
         The dataset's label matrix (NaN = missing), on the same device.
     support, query: Tensor [E, n_support], [E, n_query]
-        Molecule indices of each episode.
+        Molecule indices of each episode, best host tensors (the batch's sizes are computed from them).
     task_ids, aux_ids: Tensor [E], [E, P - 1]
         Target and auxiliary property columns.
     query_aux_hidden: Tensor [E] of bool, optional
@@ -252,25 +277,26 @@ def episode_batch(packed: PackedGraphs, labels: torch.Tensor, support: torch.Ten
         Also gather the support and the query molecules as two graph batches (``parts``).
     """
     device = packed.atoms.device
-    support, query = support.to(device), query.to(device)
-    columns = torch.cat([task_ids.view(-1, 1), aux_ids], dim=1).to(device)        # [E, P]
+    support, query = support.cpu(), query.cpu()
     molecules = torch.cat([support, query], dim=1)
+    columns = to_device(torch.cat([task_ids.view(-1, 1), aux_ids], dim=1), device)        # [E, P]
 
     def take(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        return labels[rows.unsqueeze(-1), cols.unsqueeze(1)]
+        return labels[to_device(rows, device).unsqueeze(-1), cols.unsqueeze(1)]
 
     support_labels = take(support, columns)
     query_aux = take(query, columns[:, 1:])
     if query_aux_hidden is not None:
-        query_aux = query_aux.masked_fill(query_aux_hidden.to(device).view(-1, 1, 1), float("nan"))
+        query_aux = query_aux.masked_fill(to_device(query_aux_hidden, device).view(-1, 1, 1), float("nan"))
     return EpisodeBatch(
         graphs=gather_graphs(packed, molecules),
-        frozen=None if frozen_cache is None else frozen_cache[molecules.to(frozen_cache.device)].to(device),
+        frozen=None if frozen_cache is None else to_device(frozen_cache[to_device(molecules, frozen_cache.device)],
+                                                           device),
         property_ids=columns,
         labels=dense_label_graph(support_labels, query_aux, query_aux_offset),
         n_support=support.shape[1],
         support_labels=support_labels[:, :, 0],
         query_labels=take(query, columns[:, :1])[:, :, 0],
-        task_ids=task_ids.to(device),
+        task_ids=to_device(task_ids, device),
         parts=(gather_graphs(packed, support), gather_graphs(packed, query))
         if separate_parts and query.shape[1] else None)

@@ -119,14 +119,15 @@ def batch_norm(x: torch.Tensor, module: nn.modules.batchnorm._BatchNorm, weight:
         count = x.size(1)
         mean = x.mean(1)
         var = (x - mean.unsqueeze(1)).pow(2).mean(1)
+        correction = max(count - 1, 1)                                           # a Python number: no copy
     else:
         w = row_weight.unsqueeze(-1)
         count = row_weight.sum(1, keepdim=True)                                  # [E, 1]
         mean = (w * x).sum(1) / count
         var = (w * (x - mean.unsqueeze(1)).pow(2)).sum(1) / count
+        correction = (count - 1).clamp(min=1)
     if state is not None:
-        n = torch.as_tensor(count, dtype=x.dtype, device=x.device)
-        state.record(module, mean, var * n / (n - 1).clamp(min=1))
+        state.record(module, mean, var * count / correction)
     normed = (x - mean.unsqueeze(1)) * torch.rsqrt(var.unsqueeze(1) + module.eps)
     return normed * per_episode(weight) + per_episode(bias)
 

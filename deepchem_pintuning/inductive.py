@@ -151,7 +151,7 @@ def score_molecules(model: PinTuning, adapted: AdaptedSupport, graphs: Union[Seq
 
 def _score_chunk(model: PinTuning, params: ParamView, shared: SupportContext, packed: PackedGraphs, start: int,
                  stop: int) -> np.ndarray:
-    chunk = gather_graphs(packed, torch.arange(start, stop, device=packed.atoms.device).view(1, -1))
+    chunk = gather_graphs(packed, torch.arange(start, stop).view(1, -1))
     frozen = _frozen_vectors(model, chunk)[0]                                                   # [B, d]
     prop_context, mol_context = molecule_context(model.context, params, "context.", shared, frozen)
     hook = None if model.adapters is None else adapter_hook(model.adapters, params, "adapters.", chunk,

@@ -86,7 +86,8 @@ def nt_xent(vectors: torch.Tensor, groups: torch.Tensor, temperature: float) -> 
     groups = groups.to(z.device)
     positives = (groups.unsqueeze(0) == groups.unsqueeze(1)) & ~eye
     log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
-    return -(log_prob[positives]).mean()
+    # mean over the positive pairs, without boolean indexing (which waits for a GPU)
+    return -torch.where(positives, log_prob, 0.0).sum() / positives.sum()
 
 
 def emb_bwc_penalty(model: PinTuning, regularizer: Optional[EmbBWC], before: Params, after: Params) -> torch.Tensor:

@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from deepchem_pintuning.batched_meta_training import DeviceDataset, batched_predict_episode, meta_gradients
 from deepchem_pintuning.batched_network import ParamView, encode
@@ -219,3 +220,68 @@ def test_one_batch_step_on_gpu_equals_reference_on_cpu(cld):
     ref = torch.cat([g.flatten() for g in _gradients(reference).values()])
     new = torch.cat([g.flatten().cpu() for g in _gradients(gpu).values()])
     assert float((new - ref).norm() / ref.norm()) < 1e-4
+
+
+class _DeviceWaits(TorchDispatchMode):
+    """Records the operators that make the host wait for a GPU (run on a CPU, where they are visible
+    but cost nothing): scalar reads, data-dependent output sizes, coalescing; and the accumulating
+    index writes that advanced indexing's sort-based backward consists of."""
+
+    SYNCING = ("aten._local_scalar_dense", "aten.nonzero", "aten._coalesce", "aten.unique", "aten._unique",
+               "aten.masked_select")
+
+    def __init__(self):
+        super().__init__()
+        self.found = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = str(func.overloadpacket)
+        if name.startswith(self.SYNCING):
+            self.found.append(name)
+        elif name == "aten.repeat_interleave" and isinstance(args[0], torch.Tensor) and args[0].dtype == torch.long \
+                and kwargs.get("output_size", args[-1] if len(args) > 2 else None) is None:
+            self.found.append(f"{name} without output_size")
+        elif name in ("aten.index", "aten.index_put", "aten.index_put_", "aten._index_put_impl_"):
+            indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
+            if any(i is not None and i.dtype == torch.bool for i in indices):
+                self.found.append(f"{name} with a boolean mask")
+            if name != "aten.index" and (args[3] if len(args) > 3 else kwargs.get("accumulate", False)):
+                self.found.append(f"{name} accumulating (advanced-indexing backward)")
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("protocol", ["paper", "official"])
+def test_batch_and_step_never_wait_for_the_device(cld, protocol):
+    """Building a batch and the whole outer step (inner step, outer loss, second-order backward) read
+    nothing back from the device and use no sort-based index backward: the precondition for running
+    the step asynchronously on a GPU (and for capturing it as a CUDA graph)."""
+    model = PinTuningModel.for_dataset(cld, seed=0, protocol=protocol, encoder="gcn_scratch", **TINY)
+    model.model.train()
+    episodes, frozen = _episodes(cld), model._frozen(cld)
+    dataset = DeviceDataset(cld)
+    with _DeviceWaits() as waits:
+        batch = dataset.batch(episodes, None, frozen, model.config.query_aux_offset, model.config.separate_bn_batches)
+        meta_gradients(model.model, [batch], model.regularizer)
+    assert waits.found == []
+    with _DeviceWaits() as waits:   # the test sees what it looks for
+        torch.arange(4).repeat_interleave(torch.tensor([1, 0, 2, 1]))
+        (torch.ones(3, requires_grad=True)[torch.tensor([0, 0, 2])].sum()).backward()
+        torch.tensor([1.0]).item()
+    assert waits.found == ["aten.repeat_interleave without output_size",
+                           "aten.index_put accumulating (advanced-indexing backward)", "aten._local_scalar_dense"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_step_runs_without_a_host_synchronisation(cld):
+    model = PinTuningModel.for_dataset(cld, seed=0, encoder="gcn_scratch", device=torch.device("cuda"), **TINY)
+    model.model.train()
+    episodes, frozen = _episodes(cld), model._frozen(cld)
+    dataset = DeviceDataset(cld, torch.device("cuda"))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        batch = dataset.batch(episodes, None, frozen)
+        meta_gradients(model.model, [batch], model.regularizer)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
