@@ -9,12 +9,13 @@
 #   1. the CUDA-only tests (fast step on the GPU against the CPU reference; official preset on CUDA);
 #   2. benchmarks/speed.py --only gpu: reference vs one-batch fast path, s / outer step and per
 #      evaluation (issue targets: <= 0.1 s per step, 2,000 Tox21 steps in < 5 min), then
-#      benchmarks/profile_step.py: kernel launches, host syncs and GPU kernel time per step;
+#      benchmarks/profile_step.py: kernel launches, host syncs and GPU kernel time per step, and
+#      benchmarks/cuda_graph_probe.py: whether the step can be captured as a CUDA graph, and its replay speed;
 #   3. Tox21 10-shot, paper preset, fast path, seeds 0-2 side by side: 2,000 outer steps when the
 #      measured speed leaves time for them, else the largest multiple of 100 that fits (the JSON
 #      says how many), 20 evaluations.
-# Everything lands in $OUT (at most 8 files come back): gpu_session.log, cuda_tests.log,
-# speed_gpu.{json,md}, profile_gpu.json, pintuning_tox21_gpu_fast_seed{0,1,2}.json. Back here: copy the three Tox21
+# Everything lands in $OUT (at most 8 files come back): gpu_session.log (the CUDA tests' output included),
+# speed_gpu.{json,md}, profile_gpu.json, cuda_graph_probe.json, pintuning_tox21_gpu_fast_seed{0,1,2}.json. Back here: copy the three Tox21
 # JSONs into benchmarks/results/ and run benchmarks/plot_tox21.py; keep speed_gpu.* beside
 # speed.json (it is the GPU half of the speed report).
 set -uo pipefail
@@ -32,8 +33,8 @@ python3 -c 'import torch, rdkit, deepchem_pintuning; print("torch", torch.__vers
 
 echo "== [$(elapsed) s] CUDA tests"
 python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/test_fast_path.py tests/test_pintuning.py \
-    -k "gpu or cuda" > "$OUT/cuda_tests.log" 2>&1
-echo "pytest exit status $? (tail of cuda_tests.log):"; tail -n 3 "$OUT/cuda_tests.log"
+    -k "gpu or cuda" 2>&1 | tail -n 40
+echo "pytest exit status ${PIPESTATUS[0]}"
 
 echo "== [$(elapsed) s] speed.py --only gpu"
 python3 benchmarks/speed.py --only gpu --steps 8 --rounds 1 --out "$OUT/speed_gpu.json" \
@@ -42,6 +43,9 @@ python3 benchmarks/speed.py --only gpu --steps 8 --rounds 1 --out "$OUT/speed_gp
 
 echo "== [$(elapsed) s] profile_step.py"
 python3 benchmarks/profile_step.py "$OUT/profile_gpu.json" || echo "profile_step.py failed (exit status $?)"
+
+echo "== [$(elapsed) s] cuda_graph_probe.py"
+python3 benchmarks/cuda_graph_probe.py "$OUT/cuda_graph_probe.json" || echo "cuda_graph_probe.py failed (exit status $?)"
 
 # outer steps that fit what is left (three runs share the GPU); 300 when the speed is unknown
 steps=$(python3 benchmarks/speed.py --out "$OUT/speed_gpu.json" --steps-that-fit $(( budget - $(elapsed) ))) \

@@ -36,10 +36,12 @@ def test_steps_that_fit_follow_the_measured_speed():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
-def test_only_gpu_without_cuda_is_a_one_line_error():
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--only", "gpu"],
-                          capture_output=True, text=True)
+@pytest.mark.parametrize("command", [["speed.py", "--only", "gpu"], ["cuda_graph_probe.py", "probe.json"]])
+def test_gpu_only_benchmarks_without_cuda_are_a_one_line_error(command, tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / command[0]), *command[1:]],
+                          capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith("CUDA is not available on this machine")
+    assert not (tmp_path / "probe.json").exists()
 
 
 def test_speed_times_the_steps_inside_one_fit_call():
