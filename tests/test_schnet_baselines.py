@@ -70,13 +70,19 @@ def test_mlp_stays_bounded_on_an_element_rare_in_training(freesolv50):
     assert maes["soap_mlp"] < 2 * maes["mean"], (element, maes)
 
 
-def test_baselines_cli(freesolv50, split, tmp_path):
+def test_baselines_cli(freesolv50, tmp_path):
+    # a split without validation molecules: one model of each kind (the model selection on a
+    # validation split is fit_baselines', tested above); the test checks the command's wiring
+    idx = np.random.default_rng(0).permutation(50)
+    split = tmp_path / "split.npz"
+    np.savez(split, train_idx=idx[:40], val_idx=idx[:0], test_idx=idx[40:])
     out = tmp_path / "maes.json"
     done = subprocess.run(
         [sys.executable, "-m", "schnet_transfer.cli", "baselines", str(freesolv50),
          "hydration_free_energy", "--split", str(split), "--out", str(out)],
         capture_output=True, text=True, check=True)
     assert json.loads(out.read_text()) == json.loads(done.stdout)
+    assert sorted(json.loads(done.stdout)) == ["mean", "soap_gradient_boosting", "soap_mlp"]
     bad = subprocess.run(
         [sys.executable, "-m", "schnet_transfer.cli", "baselines", str(freesolv50), "gap",
          "--split", str(split)], capture_output=True, text=True)
