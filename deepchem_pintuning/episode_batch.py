@@ -145,19 +145,16 @@ class GraphBatch:
         """``[E*M, E*A]`` averaging the atoms of each molecule."""
         if "pool" not in self._cache:
             weight = 1.0 / self.n_atoms[self.atom_owner].to(self.atom_mask.dtype)
-            self._cache["pool"] = SparseOperator(self.atom_owner, self.atom_slot, weight, self._shape(molecules=True))
+            self._cache["pool"] = SparseOperator(self.atom_owner, self.atom_slot, weight,
+                                                 (self.n_groups * self.n_molecules, self.n_groups * self.n_atom_slots))
         return self._cache["pool"]
 
     def broadcast(self) -> SparseOperator:
         """``[E*A, E*M]`` giving every atom its molecule's row (padding atoms get zeros)."""
         if "broadcast" not in self._cache:
             self._cache["broadcast"] = SparseOperator(self.atom_slot, self.atom_owner, None,
-                                                      self._shape(molecules=False))
+                                                      (self.n_groups * self.n_atom_slots, self.n_groups * self.n_molecules))
         return self._cache["broadcast"]
-
-    def _shape(self, molecules: bool) -> Tuple[int, int]:
-        shape = (self.n_groups * self.n_molecules, self.n_groups * self.n_atom_slots)
-        return shape if molecules else shape[::-1]
 
 
 def gather_graphs(packed: PackedGraphs, molecules: torch.Tensor) -> GraphBatch:
