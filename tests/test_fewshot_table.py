@@ -43,12 +43,27 @@ def test_published_protocol_is_the_best_of_evaluations_on_fresh_supports(cells):
 def test_report_has_a_row_per_method_with_the_paper_number(cells):
     text = fewshot_report.report(list(cells.values()))
     table, budgets = text.split("## Budgets")
+    table = table.split("## ToxCast, group by group")[0]
     rows = [line for line in table.splitlines() if line.startswith("| toxcast")]
     assert [line.split("|")[1].strip() for line in budgets.splitlines() if line.startswith("| toxcast")] == [
         "toxcast-CLD"] * 3                                          # budgets per group
     assert [row.split("|")[3].strip() for row in rows] == ["pintuning", "frozen", "ecfp_aux_rf"]
     assert rows[0].startswith("| toxcast (1 of 9 groups) |")       # a partial ToxCast mean says so
     assert rows[0].rstrip(" |").endswith("83.71 (all 9)")         # paper's ToxCast 5-shot, over all nine groups
+
+
+def test_toxcast_mean_row_averages_the_group_rows_shown_below_it(cells):
+    other = {**cells["frozen"], "dataset": "toxcast-OT", "honest": [h - 0.1 for h in cells["frozen"]["honest"]]}
+    text = fewshot_report.report([cells["frozen"], other])
+    mean_table, groups = text.split("## Budgets")[0].split("## ToxCast, group by group")
+
+    def honest(table: str, dataset: str) -> float:
+        row = next(line for line in table.splitlines() if line.startswith(f"| {dataset} "))
+        return float(row.split("|")[7])
+
+    assert honest(groups, "toxcast-OT") == pytest.approx(honest(groups, "toxcast-CLD") - 10, abs=0.01)
+    assert honest(mean_table, "toxcast (2 of 9 groups)") == pytest.approx(honest(groups, "toxcast-CLD") - 5, abs=0.01)
+    assert "## ToxCast, group by group" not in fewshot_report.report([cells["frozen"] | {"dataset": "tox21"}])
 
 
 def test_ablation_cells_are_the_papers_tables():
@@ -76,8 +91,9 @@ def test_per_property_scores_average_to_the_honest_number_and_are_drawn(cells, t
 
 
 def pintuning_rows(report: str) -> list:
-    """The Pin-Tuning rows of a report's main table (not of its budget table)."""
-    return [line for line in report.split("## Budgets")[0].splitlines() if "| pintuning |" in line]
+    """The Pin-Tuning rows of a report's main table (not of its per-group or budget tables)."""
+    main_table = report.split("## Budgets")[0].split("## ToxCast, group by group")[0]
+    return [line for line in main_table.splitlines() if "| pintuning |" in line]
 
 
 def test_a_rescored_checkpoint_scores_as_its_cell_and_gets_a_row_of_its_own(cells, args, tmp_path):
