@@ -26,9 +26,11 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         parser.error("CUDA is not available on this machine")
+    from deepchem_pintuning import batched_meta_training
     from deepchem_pintuning.batched_meta_training import meta_gradients
     from deepchem_pintuning.data import load_fewshot
     from deepchem_pintuning.episodes import EpisodeSampler
+    from deepchem_pintuning.grouped_ops import PassState
     from deepchem_pintuning.model import PinTuningModel
     from deepchem_pintuning.pintuning import published_hyperparameters
 
@@ -44,6 +46,9 @@ def main() -> None:
     batch = model._on_device(data).batch(episodes, None, model._frozen(data), config.query_aux_offset,
                                          config.separate_bn_batches)
     params = model.model.trainable_parameters()
+    # dropout is off, so the passes need no generator; the product path seeds a fresh one per pass,
+    # which CUDA refuses during capture (a generator's seed cannot change inside a captured graph)
+    batched_meta_training.pass_states = lambda batches: [PassState() for _ in batches]
 
     def step() -> torch.Tensor:
         for p in params.values():
