@@ -10,7 +10,8 @@
 #   2. benchmarks/speed.py --only gpu: reference vs one-batch fast path, s / outer step and per
 #      evaluation (issue targets: <= 0.1 s per step, 2,000 Tox21 steps in < 5 min), then
 #      benchmarks/profile_step.py: kernel launches, host syncs and GPU kernel time per step, and
-#      benchmarks/cuda_graph_probe.py: whether the step can be captured as a CUDA graph, and its replay speed;
+#      benchmarks/cuda_graph_probe.py: whether the step can be captured as a CUDA graph (with its sparse
+#      operators, and with them stored dense), and its replay speed;
 #   3. Tox21 10-shot, paper preset, fast path, seeds 0-2 side by side: 2,000 outer steps when the
 #      measured speed leaves time for them, else the largest multiple of 100 that fits (the JSON
 #      says how many), 20 evaluations.

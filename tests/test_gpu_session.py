@@ -49,3 +49,19 @@ def test_speed_times_the_steps_inside_one_fit_call():
     result = speed.child(config, steps=2)
     assert len(result["step_seconds"]) == 2 and all(s > 0 for s in result["step_seconds"])
     assert result["fit_seconds"] >= sum(result["step_seconds"])          # the call adds its set-up and checkpoint
+
+
+def test_the_probes_dense_variant_computes_the_same_products():
+    """cuda_graph_probe's dense variant stores the operators densely; products and gradients are unchanged."""
+    import cuda_graph_probe
+    from deepchem_pintuning.sparse_products import SparseOperator
+
+    class Patched(SparseOperator):   # the probe patches the product class; here a subclass, to leave it alone
+        pass
+
+    cuda_graph_probe.store_dense(Patched)
+    index, table = torch.tensor([2, 0, 2]), torch.randn(4, 3, requires_grad=True)
+    dense = Patched.one_hot(index, 4)
+    assert dense.matrix.layout == torch.strided and SparseOperator.one_hot(index, 4).matrix.is_sparse
+    (dense @ table).pow(2).sum().backward()
+    assert torch.equal(table.grad, torch.autograd.grad(table[index].pow(2).sum(), table)[0])
