@@ -194,11 +194,11 @@ def batched_predict_episode(model: PinTuning, dataset: DeviceDataset, episode: E
                   for start in range(0, len(group), chunks_per_pass)]
 
         def score(chunks: List[np.ndarray]) -> torch.Tensor:
-            with torch.no_grad():
+            with torch.no_grad():   # eval mode: the support molecules need no adapted encoding or logit
                 batch = dataset.batch([episode] * len(chunks), chunks, frozen_cache, config.query_aux_offset,
-                                      config.separate_bn_batches)
-                logits, _ = batched_forward(model, fast, batch)
-                return torch.sigmoid(logits[:, batch.n_support:]).reshape(-1)
+                                      separate_parts=True)
+                logits, _ = batched_forward(model, fast, batch, query_only=True)
+                return torch.sigmoid(logits).reshape(-1)
 
         if workers > 1 and len(passes) > 1:
             with ThreadPoolExecutor(workers) as pool:

@@ -132,7 +132,7 @@ def adapter_hook(adapters: MPAdapterStack, params: ParamView, prefix: str, graph
 
 
 def batched_forward(model: PinTuning, stacked: Dict[str, torch.Tensor], batch: EpisodeBatch,
-                    state: Optional[PassState] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                    state: Optional[PassState] = None, query_only: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(logits [E, M], episode vectors [E, d])`` of ``E`` episodes with per-episode tuned parameters.
 
     Parameters
@@ -144,12 +144,24 @@ def batched_forward(model: PinTuning, stacked: Dict[str, torch.Tensor], batch: E
         by all episodes); parameters not given are taken from ``model``.
     state: PassState, optional
         Dropout generator; receives the train-mode BatchNorm statistics (apply them after the step).
+    query_only: bool
+        Logits of the query molecules only (``[E, n_query]``; needs ``batch.parts``): the context
+        graph still holds every molecule, but the adapted encoder and the classifier see the query
+        molecules alone. That equals the full pass when neither couples molecules, i.e. with their
+        BatchNorm in eval mode (required), and spares scoring the support molecules once per query
+        chunk at evaluation.
     """
     params = ParamView(model, stacked)
     # the molecules as the encoders and the classifier batch them: jointly, or support and query apart
     n_support, n_mols = batch.n_support, batch.graphs.n_molecules
     parts = [(slice(None), batch.graphs)] if batch.parts is None else \
         list(zip((slice(0, n_support), slice(n_support, n_mols)), batch.parts))
+    scored = parts
+    if query_only:
+        if batch.parts is None or model.encoder.training or model.classifier.training:
+            raise ValueError("query_only needs the query molecules as a batch of their own (batch.parts) and the "
+                             "adapted encoder and classifier in eval mode")
+        scored = parts[1:]
     frozen = batch.frozen
     if frozen is None:
         with torch.no_grad():
@@ -163,9 +175,13 @@ def batched_forward(model: PinTuning, stacked: Dict[str, torch.Tensor], batch: E
                                 None if model.adapters is None else
                                 adapter_hook(model.adapters, params, "adapters.", graphs, mol_context[:, part],
                                              prop_context))
-                         for part, graphs in parts], dim=1)
-    features = torch.cat([frozen, mol_context, prop_context.expand_as(frozen), adapted], dim=-1)
+                         for part, graphs in scored], dim=1)
+    rows = scored[0][0] if query_only else slice(None)
+    features = torch.cat([frozen[:, rows], mol_context[:, rows], prop_context.expand_as(frozen[:, rows]), adapted],
+                         dim=-1)
     vectors = prop_context[:, 0] + torch.sigmoid(mol_context[:, :n_support].mean(1))
+    if query_only:
+        return classify(model, params, features, state), vectors
     logits = torch.cat([classify(model, params, features[:, part], state) for part, _ in parts], dim=1)
     return logits, vectors
 
