@@ -285,3 +285,22 @@ def test_gpu_step_runs_without_a_host_synchronisation(cld):
         meta_gradients(model.model, [batch], model.regularizer)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_query_only_scoring_is_refused_where_molecules_are_coupled(cld):
+    """Scoring the query alone equals the full pass only in eval mode: train mode (BatchNorm over the
+    batch) and a batch without a query part are refused."""
+    from deepchem_pintuning.batched_network import batched_forward
+    model = PinTuningModel.for_dataset(cld, seed=0, encoder="gcn_scratch", **TINY)
+    dataset, episodes = DeviceDataset(cld), _episodes(cld, n_tasks=1, per_task=1)
+    with torch.no_grad():
+        model.model.eval()
+        batch = dataset.batch(episodes, None, model._frozen(cld), separate_parts=True)
+        full, _ = batched_forward(model.model, {}, batch)
+        query, _ = batched_forward(model.model, {}, batch, query_only=True)
+        assert torch.allclose(query, full[:, batch.n_support:], atol=1e-6)
+        with pytest.raises(ValueError, match="eval mode"):
+            batched_forward(model.model, {}, dataset.batch(episodes, None, model._frozen(cld)), query_only=True)
+        model.model.train()
+        with pytest.raises(ValueError, match="eval mode"):
+            batched_forward(model.model, {}, batch, query_only=True)
