@@ -44,12 +44,22 @@ class ParamView:
         return self.stacked[name] if name in self.stacked else self.shared[name]
 
 
+def _groups(table: torch.Tensor) -> int:
+    """How many tables a shared ``[R, d]`` or per-episode ``[E, R, d]`` table stacks (1 when shared)."""
+    return table.size(0) if table.dim() > 2 else 1
+
+
 def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Rows ``[E, n, d]`` of a shared ``[R, d]`` or per-episode ``[E, R, d]`` table for ``index`` ``[E, n]``."""
-    flat = table.reshape(-1, table.size(-1))
-    if table.dim() > 2 and table.size(0) > 1:  # episode e reads its own table: rows e * R + index
-        index = index + torch.arange(index.size(0), device=index.device).unsqueeze(1) * table.size(1)
-    return (SparseOperator.one_hot(index, flat.size(0)) @ flat).view(*index.shape, -1)
+    operator = SparseOperator.one_hot(index, table.size(-2), _groups(table))
+    return (operator @ table.reshape(-1, table.size(-1))).view(*index.shape, -1)
+
+
+def atom_lookup(table: torch.Tensor, graphs: GraphBatch, field: str) -> torch.Tensor:
+    """:func:`lookup` of an atom field of ``graphs`` (``"atom_type"`` or ``"chirality"``), through the
+    batch's cached one-hot matrix: every forward pass of a step reads the same atoms."""
+    operator = graphs.one_hot(field, table.size(-2), _groups(table))
+    return (operator @ table.reshape(-1, table.size(-1))).view(graphs.n_groups, graphs.n_atom_slots, -1)
 
 
 def encode(encoder: PretrainedGNN, params: ParamView, prefix: str, graphs: GraphBatch,
@@ -68,15 +78,15 @@ def encode(encoder: PretrainedGNN, params: ParamView, prefix: str, graphs: Graph
         bond_term = torch.matmul(bond_counts, bond_table.reshape(*bond_table.shape[:-3], BOND_CATEGORIES, -1))
         if gcn:
             if h is None:  # first layer: the linear map applied to the tables, not to every atom
-                projected = (lookup(linear_table(atom_table, conv.linear), graphs.atom_type)
-                             + lookup(linear_table(chirality_table, conv.linear, bias=False), graphs.chirality))
+                projected = (atom_lookup(linear_table(atom_table, conv.linear), graphs, "atom_type")
+                             + atom_lookup(linear_table(chirality_table, conv.linear, bias=False), graphs, "chirality"))
             else:
                 projected = conv.linear(h)
             m = (adjacency @ projected.reshape(n_groups * slots, -1)).view(n_groups, slots, -1)
             m = m + bond_term
         else:
             if h is None:
-                h = lookup(atom_table, graphs.atom_type) + lookup(chirality_table, graphs.chirality)
+                h = atom_lookup(atom_table, graphs, "atom_type") + atom_lookup(chirality_table, graphs, "chirality")
             summed = (adjacency @ h.reshape(n_groups * slots, -1)).view(n_groups, slots, -1)
             m = conv.mlp(summed + bond_term)
         if hook is not None:
@@ -156,12 +166,12 @@ def batched_forward(model: PinTuning, stacked: Dict[str, torch.Tensor], batch: E
     n_support, n_mols = batch.n_support, batch.graphs.n_molecules
     parts = [(slice(None), batch.graphs)] if batch.parts is None else \
         list(zip((slice(0, n_support), slice(n_support, n_mols)), batch.parts))
-    scored = parts
+    scored, rows = parts, slice(None)   # the molecules the adapted encoder and the classifier see
     if query_only:
         if batch.parts is None or model.encoder.training or model.classifier.training:
             raise ValueError("query_only needs the query molecules as a batch of their own (batch.parts) and the "
                              "adapted encoder and classifier in eval mode")
-        scored = parts[1:]
+        scored, rows = parts[1:], parts[1][0]
     frozen = batch.frozen
     if frozen is None:
         with torch.no_grad():
@@ -176,7 +186,6 @@ def batched_forward(model: PinTuning, stacked: Dict[str, torch.Tensor], batch: E
                                 adapter_hook(model.adapters, params, "adapters.", graphs, mol_context[:, part],
                                              prop_context))
                          for part, graphs in scored], dim=1)
-    rows = scored[0][0] if query_only else slice(None)
     features = torch.cat([frozen[:, rows], mol_context[:, rows], prop_context.expand_as(frozen[:, rows]), adapted],
                          dim=-1)
     vectors = prop_context[:, 0] + torch.sigmoid(mol_context[:, :n_support].mean(1))

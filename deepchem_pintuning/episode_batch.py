@@ -111,6 +111,14 @@ class GraphBatch:
     n_atoms: torch.Tensor            # [E * M] atoms per molecule
     _cache: Dict = field(default_factory=dict, repr=False)
 
+    def one_hot(self, field: str, n_rows: int, groups: int) -> SparseOperator:
+        """``[E*A, groups*n_rows]`` picking, for every atom slot, its row (``field``: ``"atom_type"`` or
+        ``"chirality"``) of an embedding table shared by all groups (``groups=1``) or one per group."""
+        key = ("one_hot", field, n_rows, groups)
+        if key not in self._cache:
+            self._cache[key] = SparseOperator.one_hot(getattr(self, field), n_rows, groups)
+        return self._cache[key]
+
     def _edge_weight(self, normalize: bool) -> torch.Tensor:
         if not normalize:
             return torch.ones(self.source.numel(), device=self.source.device)

@@ -64,6 +64,9 @@ class SparseOperator:
     >>> picked.sum().backward()
     >>> table.grad[:, 0].tolist()
     [1.0, 0.0, 2.0, 0.0]
+    >>> stacked = torch.arange(8.0).view(4, 2)              # two tables of two rows
+    >>> (SparseOperator.one_hot(torch.tensor([[1], [0]]), 2, groups=2) @ stacked).tolist()
+    [[2.0, 3.0], [4.0, 5.0]]
     """
 
     def __init__(self, rows: torch.Tensor, cols: torch.Tensor, values: Optional[torch.Tensor],
@@ -75,10 +78,16 @@ class SparseOperator:
         self.transpose_matrix = self.matrix if symmetric else _coalesced(cols, rows, values, (shape[1], shape[0]))
 
     @classmethod
-    def one_hot(cls, index: torch.Tensor, n_cols: int) -> "SparseOperator":
-        """Row ``i`` picks row ``index[i]``: ``one_hot(index, n) @ x == x[index]``."""
+    def one_hot(cls, index: torch.Tensor, n_cols: int, groups: int = 1) -> "SparseOperator":
+        """Row ``i`` picks row ``index[i]``: ``one_hot(index, n) @ x == x[index]``.
+
+        With ``groups > 1``, ``index`` ``[groups, n]`` picks from a stack of ``groups`` tables of
+        ``n_cols`` rows each, row ``g`` of ``index`` from table ``g`` (column ``g * n_cols + index``).
+        """
+        if groups > 1:
+            index = index + torch.arange(groups, device=index.device).unsqueeze(1) * n_cols
         index = index.reshape(-1)
-        return cls(torch.arange(index.numel(), device=index.device), index, None, (index.numel(), n_cols))
+        return cls(torch.arange(index.numel(), device=index.device), index, None, (index.numel(), n_cols * groups))
 
     def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
         return _Product.apply(x, self.matrix, self.transpose_matrix)
