@@ -67,23 +67,31 @@ def _mean_sd(values) -> str:
 
 def aggregate(cells: list, toxcast_mean: bool = True) -> dict:
     """Per (dataset, shots, method, Pin-Tuning's outer steps): per-seed numbers of each protocol; ToxCast
-    groups averaged per seed (``toxcast_mean``) or each a dataset of its own."""
+    groups averaged per seed (``toxcast_mean``) or each a dataset of its own.
+
+    A ToxCast mean averages only the groups that every seed of its row has, so that each seed's number
+    covers the same groups (a group with fewer seeds is in the group-by-group table only); a row whose
+    seeds share no group is left out."""
     table: dict = {}
     for cell in cells:
         name = "toxcast" if toxcast_mean and cell["dataset"].startswith("toxcast-") else cell["dataset"]
         steps = cell.get("steps", "") if cell["method"] == "pintuning" else ""   # one row per meta-training budget
-        row = table.setdefault(f"{name}|{cell['shots']}|{cell['method']}|{steps}", {"groups": set(), "per_seed": {}})
-        row["groups"].add(cell["dataset"])
-        seed_row = row["per_seed"].setdefault(cell["seed"], {})
+        row = table.setdefault(f"{name}|{cell['shots']}|{cell['method']}|{steps}", {"per_seed": {}})
+        group_row = row["per_seed"].setdefault(cell["seed"], {}).setdefault(cell["dataset"], {})
         for protocol in ("published", "honest", "deployment"):
             if protocol in cell:
-                value = cell[protocol] if protocol == "published" else float(np.mean(cell[protocol]))
-                seed_row.setdefault(protocol, []).append(value)
-    for row in table.values():
-        row["groups"] = sorted(row["groups"])
-        for seed_row in row["per_seed"].values():    # the mean over ToxCast groups (one value elsewhere)
-            for protocol, values in seed_row.items():
-                seed_row[protocol] = float(np.mean(values))
+                group_row[protocol] = cell[protocol] if protocol == "published" else float(np.mean(cell[protocol]))
+    for key in list(table):
+        row = table[key]
+        groups = sorted(set.intersection(*(set(per_group) for per_group in row["per_seed"].values())))
+        if not groups:
+            del table[key]
+            continue
+        row["groups"] = groups
+        for seed, per_group in row["per_seed"].items():    # the mean over ToxCast groups (one value elsewhere)
+            protocols = {p for group in groups for p in per_group[group]}
+            row["per_seed"][seed] = {p: float(np.mean([per_group[g][p] for g in groups if p in per_group[g]]))
+                                     for p in sorted(protocols)}
     return table
 
 

@@ -66,6 +66,18 @@ def test_toxcast_mean_row_averages_the_group_rows_shown_below_it(cells):
     assert "## ToxCast, group by group" not in fewshot_report.report([cells["frozen"] | {"dataset": "tox21"}])
 
 
+def test_toxcast_mean_covers_only_the_groups_every_seed_has(cells):
+    cld = cells["frozen"]
+    seed1 = {**cld, "seed": 1, "honest": [h + 0.02 for h in cld["honest"]]}
+    ot_seed0_only = {**cld, "dataset": "toxcast-OT", "honest": [h - 0.3 for h in cld["honest"]]}
+    row = fewshot_report.aggregate([cld, seed1, ot_seed0_only])["toxcast|5|frozen|"]
+    assert row["groups"] == ["toxcast-CLD"]                      # OT lacks seed 1: left out of the mean
+    assert row["per_seed"][0]["honest"] == pytest.approx(np.mean(cld["honest"]))
+    assert row["per_seed"][1]["honest"] == pytest.approx(np.mean(cld["honest"]) + 0.02)
+    disjoint = fewshot_report.aggregate([cld, {**seed1, "dataset": "toxcast-OT"}])
+    assert "toxcast|5|frozen|" not in disjoint                   # seeds sharing no group give no mean
+
+
 def test_ablation_cells_are_the_papers_tables():
     import ablations
     ten = ablations.cells_to_run(["tox21"], [0], shots=(10,))
