@@ -12,13 +12,14 @@
 #      benchmarks/profile_step.py: kernel launches, host syncs and GPU kernel time per step, and
 #      benchmarks/cuda_graph_probe.py: whether the step can be captured as a CUDA graph (with its sparse
 #      operators, and with them stored dense), and its replay speed;
-#   3. Tox21 10-shot, paper preset, fast path, seeds 0-2 side by side: 2,000 outer steps when the
-#      measured speed leaves time for them, else the largest multiple of 100 that fits (the JSON
-#      says how many), 20 evaluations.
+#   3. the few-shot report's (issue 12) next Pin-Tuning cells, seeds 0-2 side by side: dataset and shots
+#      from GPU_SESSION_DATASET / GPU_SESSION_SHOTS (default SIDER 10-shot), 2,000 outer steps when the
+#      measured speed leaves time for them, else the largest multiple of 500 that fits (each cell says its
+#      steps), 20 evaluations, 5 support draws. (Tox21 10-shot at 2,000 steps, 3 seeds, is already measured.)
 # Everything lands in $OUT (at most 8 files come back): gpu_session.log (the CUDA tests' output included),
-# speed_gpu.{json,md}, profile_gpu.json, cuda_graph_probe.json, pintuning_tox21_gpu_fast_seed{0,1,2}.json. Back here: copy the three Tox21
-# JSONs into benchmarks/results/ and run benchmarks/plot_tox21.py; keep speed_gpu.* beside
-# speed.json (it is the GPU half of the speed report).
+# speed_gpu.{json,md}, profile_gpu.json, cuda_graph_probe.json, cells/*.json (three few-shot cells). Back
+# here: copy the cells into benchmarks/results/fewshot_table/ and run fewshot_table.py --report-only; keep
+# speed_gpu.* beside speed.json (it is the GPU half of the speed report).
 set -uo pipefail
 : "${OUT:?OUT must name the folder for the results}"
 budget=${GPU_SESSION_SECONDS:-540}
@@ -48,18 +49,15 @@ python3 benchmarks/profile_step.py "$OUT/profile_gpu.json" || echo "profile_step
 echo "== [$(elapsed) s] cuda_graph_probe.py"
 python3 benchmarks/cuda_graph_probe.py "$OUT/cuda_graph_probe.json" || echo "cuda_graph_probe.py failed (exit status $?)"
 
-# outer steps that fit what is left (three runs share the GPU); 300 when the speed is unknown
-steps=$(python3 benchmarks/speed.py --out "$OUT/speed_gpu.json" --steps-that-fit $(( budget - $(elapsed) ))) \
-    || steps=300
-echo "== [$(elapsed) s] Tox21 10-shot, $steps outer steps, seeds 0-2 side by side"
-# each run is stopped before the call's limit, so that this log (with every run's progress) comes back
-runs=()
-for seed in 0 1 2; do
-    timeout $(( budget + 30 - $(elapsed) )) python3 benchmarks/pintuning_tox21.py --method pintuning --seeds $seed \
-        --steps "$steps" --eval-every $(( steps / 20 )) --checkpoint-dir /tmp/checkpoints \
-        --out "$OUT/pintuning_tox21_gpu_fast_seed$seed.json" > "/tmp/tox21_seed$seed.log" 2>&1 &
-    runs+=($!)
-done
-wait "${runs[@]}"   # these three only: a bare wait would also wait for the log's tee, which never ends
-for seed in 0 1 2; do echo "-- seed $seed"; cat "/tmp/tox21_seed$seed.log"; done
+# outer steps that fit what is left (three runs share the GPU), as a multiple of 500 so that cells stay
+# comparable; 60 s kept for the cells' final honest and deployment scoring; 500 when the speed is unknown
+dataset=${GPU_SESSION_DATASET:-sider} shots=${GPU_SESSION_SHOTS:-10}
+steps=$(python3 benchmarks/speed.py --out "$OUT/speed_gpu.json" --steps-that-fit $(( budget - 60 - $(elapsed) ))) \
+    || steps=500
+steps=$(( steps < 500 ? 500 : steps / 500 * 500 ))
+echo "== [$(elapsed) s] $dataset $shots-shot, Pin-Tuning, $steps outer steps, seeds 0-2 side by side"
+# stopped before the call's limit, so that this log (with every cell's status) comes back
+timeout $(( budget + 30 - $(elapsed) )) python3 benchmarks/fewshot_table.py --datasets "$dataset" --shots "$shots" \
+    --methods pintuning --seeds 0 1 2 --processes 3 --steps "$steps" --evaluations 20 --draws 5 \
+    --cell-dir "$OUT/cells" --checkpoint-dir /tmp/checkpoints --out /tmp/fewshot_table.json | head -n 3
 echo "== [$(elapsed) s] done"
