@@ -186,8 +186,7 @@ def gather_graphs(packed: PackedGraphs, molecules: torch.Tensor) -> GraphBatch:
     chirality = torch.zeros(size, dtype=torch.long, device=device)
     atom_type[atom_slot] = packed.atoms[atom_src, 0]
     chirality[atom_slot] = packed.atoms[atom_src, 1]
-    mask = torch.zeros(size, device=device)
-    mask[atom_slot] = 1.0
+    mask = torch.zeros(size, device=device).index_fill_(0, atom_slot, 1.0)   # x[i] = 1.0 would copy the 1.0 and wait
     atom_owner = torch.arange(flat.numel(), device=device).repeat_interleave(atoms_per_mol, output_size=n_real)
 
     bonds_per_mol = packed.n_bonds[flat]

@@ -248,6 +248,8 @@ class _DeviceWaits(TorchDispatchMode):
                 self.found.append(f"{name} with a boolean mask")
             if name != "aten.index" and (args[3] if len(args) > 3 else kwargs.get("accumulate", False)):
                 self.found.append(f"{name} accumulating (advanced-indexing backward)")
+            if name != "aten.index" and args[2].dim() == 0:    # x[i] = 1.0: on a GPU, a blocking copy of the 1.0
+                self.found.append(f"{name} of a scalar")
         return func(*args, **kwargs)
 
 
@@ -268,8 +270,10 @@ def test_batch_and_step_never_wait_for_the_device(cld, protocol):
         torch.arange(4).repeat_interleave(torch.tensor([1, 0, 2, 1]))
         (torch.ones(3, requires_grad=True)[torch.tensor([0, 0, 2])].sum()).backward()
         torch.tensor([1.0]).item()
+        torch.zeros(3)[torch.tensor([0, 2])] = 1.0
     assert waits.found == ["aten.repeat_interleave without output_size",
-                           "aten.index_put accumulating (advanced-indexing backward)", "aten._local_scalar_dense"]
+                           "aten.index_put accumulating (advanced-indexing backward)", "aten._local_scalar_dense",
+                           "aten.index_put_ of a scalar"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
