@@ -24,7 +24,7 @@ from torch import nn
 from deepchem_pintuning.batched_network import batched_forward
 from deepchem_pintuning.data import FewShotDataset
 from deepchem_pintuning.emb_bwc import EmbBWC
-from deepchem_pintuning.episode_batch import EpisodeBatch, PackedGraphs, episode_batch
+from deepchem_pintuning.episode_batch import BatchCapacity, EpisodeBatch, PackedGraphs, episode_batch
 from deepchem_pintuning.episodes import Episode
 from deepchem_pintuning.grouped_ops import PassState
 from deepchem_pintuning.meta_training import adaptation_seed, emb_bwc_penalty, nt_xent, preserved_buffers
@@ -43,8 +43,9 @@ class DeviceDataset:
 
     def batch(self, episodes: Sequence[Episode], queries: Optional[Sequence[np.ndarray]] = None,
               frozen_cache: Optional[torch.Tensor] = None, query_aux_offset: int = 0,
-              separate_parts: bool = False) -> EpisodeBatch:
-        """Episodes of equal shape as one :class:`EpisodeBatch` (``queries`` replace the episodes' queries)."""
+              separate_parts: bool = False, capacity: Optional[BatchCapacity] = None) -> EpisodeBatch:
+        """Episodes of equal shape as one :class:`EpisodeBatch` (``queries`` replace the episodes' queries),
+        padded to ``capacity`` when given."""
         queries = [e.query for e in episodes] if queries is None else queries
 
         def stack(arrays) -> torch.Tensor:
@@ -53,7 +54,7 @@ class DeviceDataset:
         return episode_batch(self.graphs, self.labels, stack([e.support for e in episodes]), stack(queries),
                              stack([e.task_index for e in episodes]), stack([e.aux_task_indices for e in episodes]),
                              frozen_cache, query_aux_offset, torch.as_tensor([e.query_aux_hidden for e in episodes]),
-                             separate_parts)
+                             separate_parts, capacity)
 
 
 def expand_per_episode(params: Params, n_episodes: int) -> Params:
@@ -117,7 +118,8 @@ def pass_states(batches: Sequence[EpisodeBatch]) -> List[PassState]:
 
 
 def meta_gradients(model: PinTuning, batches: Sequence[EpisodeBatch], regularizer: Optional[EmbBWC],
-                   workers: int = 1) -> Tuple[Dict[str, torch.Tensor], List[PassState]]:
+                   workers: int = 1, states: Optional[List[PassState]] = None
+                   ) -> Tuple[Dict[str, torch.Tensor], List[PassState]]:
     """Accumulate the outer loss's gradient into ``.grad`` of the tuned parameters.
 
     Each batch (pass) runs its inner step, outer forward and its share of the backward on its own;
@@ -125,13 +127,14 @@ def meta_gradients(model: PinTuning, batches: Sequence[EpisodeBatch], regularize
     the GIL inside its kernels and the autograd engine). Only the small tail that couples the
     episodes (the means and the contrastive term) runs once, in between. The gradients are summed
     in batch order and every pass draws dropout from its own seeded generator, so the result does
-    not depend on ``workers``.
+    not depend on ``workers``. ``states`` replaces those pass states (a CUDA graph capture passes
+    states without a generator: dropout then draws from the default generator, which a graph replays).
 
     Returns the loss parts (tensors) and the pass states, whose BatchNorm statistics the caller
     applies in order (:meth:`PassState.apply`) after the optimiser step.
     """
     params = model.trainable_parameters()
-    states = pass_states(batches)
+    states = pass_states(batches) if states is None else states
     pool = ThreadPoolExecutor(workers) if workers > 1 and len(batches) > 1 else None
     run = pool.map if pool is not None else map
     try:

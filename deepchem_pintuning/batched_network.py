@@ -69,7 +69,7 @@ def encode(encoder: PretrainedGNN, params: ParamView, prefix: str, graphs: Graph
     gcn = encoder.gnn_type == "gcn"
     adjacency, bond_counts = graphs.adjacency(gcn), graphs.bond_counts(gcn)
     atom_table, chirality_table = params.get(f"{prefix}x_embedding1.weight"), params.get(f"{prefix}x_embedding2.weight")
-    atom_weight = graphs.atom_mask if n_groups > 1 else None  # a single group has no padding
+    atom_weight = graphs.atom_mask if n_groups > 1 or graphs.padded else None  # else no free slots
     h = None
     for layer, conv in enumerate(encoder.gnns):
         name = f"{prefix}gnns.{layer}."

@@ -17,6 +17,11 @@ molecules of ``E`` episodes by index tensors into one :class:`EpisodeBatch`:
 Building a batch never waits for the device: every size (atoms per group, totals) comes from host
 copies of the per-molecule counts, index tensors reach the device by asynchronous copies from
 pinned memory, and no operation reads a device value back.
+
+Given a :class:`BatchCapacity`, a batch is padded to fixed sizes (atom slots per group, atom and bond
+entries), so that every batch of a run has the same tensor shapes, as a replayed CUDA graph needs
+(:mod:`~deepchem_pintuning.captured_step`): padding entries sit on padding slots and carry weight 0,
+so the batch's products, statistics and gradients equal the unpadded batch's.
 """
 from __future__ import annotations
 
@@ -93,6 +98,49 @@ def _segments(starts: torch.Tensor, counts: torch.Tensor, total: int) -> torch.T
     return torch.repeat_interleave(starts, counts, output_size=total) + torch.arange(total, device=counts.device) - offsets
 
 
+@dataclass(frozen=True)
+class BatchCapacity:
+    """Fixed sizes of a padded :class:`GraphBatch`: atom slots per group, atom entries, bond entries.
+
+    Examples
+    --------
+    >>> from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
+    >>> packed = PackedGraphs(PretrainGNNFeaturizer().featurize(["CCO", "C#N", "C"]))
+    >>> BatchCapacity.needed(packed, np.array([[0, 1], [2, 1]]))        # atoms 3 + 2 and 1 + 2
+    BatchCapacity(atom_slots=5, atoms=8, bonds=10)
+    """
+
+    atom_slots: int
+    atoms: int
+    bonds: int                       # directed bonds, self loops not counted
+
+    @classmethod
+    def needed(cls, packed: PackedGraphs, molecules: np.ndarray) -> "BatchCapacity":
+        """The sizes that the molecules ``[E, M]`` (dataset indices) need, unpadded."""
+        atoms = packed.host_n_atoms[molecules]
+        return cls(int(atoms.sum(1).max()), int(atoms.sum()), int(packed.host_n_bonds[molecules].sum()))
+
+    def holds(self, needed: "BatchCapacity") -> bool:
+        return self.atom_slots >= needed.atom_slots and self.atoms >= needed.atoms and self.bonds >= needed.bonds
+
+
+def _padding(host_atoms: np.ndarray, slots: int, needed: BatchCapacity, capacity: BatchCapacity):
+    """Host index arrays of the padding entries: atom entries (one free slot each) and bond entries
+    (a free slot's row, distinct other columns), so that no matrix position occurs twice."""
+    n_groups = len(host_atoms)
+    n_slots = n_groups * slots
+    if capacity.atoms > n_slots:
+        raise ValueError(f"a capacity of {capacity.atoms} atom entries needs at least that many slots; "
+                         f"{n_groups} groups x {slots} slots hold {n_slots}")
+    free = np.concatenate([np.arange(g * slots + a, (g + 1) * slots) for g, a in enumerate(host_atoms)])
+    extra_bonds = np.arange(capacity.bonds - needed.bonds)
+    if len(extra_bonds) > len(free) * (n_slots - 1):
+        raise ValueError(f"{len(extra_bonds)} padding bonds do not fit on {len(free)} free atom slots")
+    rows = free[extra_bonds // (n_slots - 1)]
+    cols = (rows + 1 + extra_bonds % (n_slots - 1)) % n_slots
+    return free[:capacity.atoms - needed.atoms], rows, cols
+
+
 @dataclass
 class GraphBatch:
     """Molecules of ``E`` groups (episodes) of ``M`` molecules each, atoms padded to ``A`` per group."""
@@ -109,6 +157,9 @@ class GraphBatch:
     target: torch.Tensor             # [B]
     bond_category: torch.Tensor      # [B] bond type * NUM_BOND_DIRECTIONS + direction
     n_atoms: torch.Tensor            # [E * M] atoms per molecule
+    atom_entry: torch.Tensor         # [atoms] 1.0 for a real atom, 0.0 for padding (padded batches)
+    edge_entry: torch.Tensor         # [B] 1.0 for a real bond or self loop, 0.0 for padding
+    padded: bool = False             # padded to a BatchCapacity (a single group may have free slots)
     _cache: Dict = field(default_factory=dict, repr=False)
 
     def one_hot(self, field: str, n_rows: int, groups: int) -> SparseOperator:
@@ -121,11 +172,11 @@ class GraphBatch:
 
     def _edge_weight(self, normalize: bool) -> torch.Tensor:
         if not normalize:
-            return torch.ones(self.source.numel(), device=self.source.device)
+            return self.edge_entry
         degree = torch.zeros(self.n_groups * self.n_atom_slots, device=self.source.device)
-        degree.index_add_(0, self.source, torch.ones_like(self.source, dtype=degree.dtype))
-        inv_sqrt = degree.pow(-0.5)
-        return inv_sqrt[self.source] * inv_sqrt[self.target]
+        degree.index_add_(0, self.source, self.edge_entry)
+        inv_sqrt = degree.clamp(min=1).pow(-0.5)      # a real atom has its self loop; a free slot degree 0
+        return inv_sqrt[self.source] * inv_sqrt[self.target] * self.edge_entry
 
     def adjacency(self, normalize: bool) -> SparseOperator:
         """``[E*A, E*A]`` message-passing matrix (row = receiving atom), self loops included.
@@ -152,7 +203,7 @@ class GraphBatch:
     def mean_pool(self) -> SparseOperator:
         """``[E*M, E*A]`` averaging the atoms of each molecule."""
         if "pool" not in self._cache:
-            weight = 1.0 / self.n_atoms[self.atom_owner].to(self.atom_mask.dtype)
+            weight = self.atom_entry / self.n_atoms[self.atom_owner].to(self.atom_mask.dtype)
             self._cache["pool"] = SparseOperator(self.atom_owner, self.atom_slot, weight,
                                                  (self.n_groups * self.n_molecules, self.n_groups * self.n_atom_slots))
         return self._cache["pool"]
@@ -160,19 +211,22 @@ class GraphBatch:
     def broadcast(self) -> SparseOperator:
         """``[E*A, E*M]`` giving every atom its molecule's row (padding atoms get zeros)."""
         if "broadcast" not in self._cache:
-            self._cache["broadcast"] = SparseOperator(self.atom_slot, self.atom_owner, None,
+            self._cache["broadcast"] = SparseOperator(self.atom_slot, self.atom_owner, self.atom_entry,
                                                       (self.n_groups * self.n_atom_slots, self.n_groups * self.n_molecules))
         return self._cache["broadcast"]
 
 
-def gather_graphs(packed: PackedGraphs, molecules: torch.Tensor) -> GraphBatch:
-    """Collate ``molecules`` ``[E, M]`` (dataset indices, best a host tensor) into a padded :class:`GraphBatch`."""
+def gather_graphs(packed: PackedGraphs, molecules: torch.Tensor,
+                  capacity: Optional[BatchCapacity] = None) -> GraphBatch:
+    """Collate ``molecules`` ``[E, M]`` (dataset indices, best a host tensor) into a padded :class:`GraphBatch`,
+    of the sizes of ``capacity`` when given (a ``ValueError`` if the molecules need more)."""
     n_groups, n_mols = molecules.shape
     device = packed.atoms.device
     host = molecules.reshape(-1).cpu()
-    host_atoms, host_bonds = packed.host_n_atoms[host.numpy()], packed.host_n_bonds[host.numpy()]
-    slots = int(host_atoms.reshape(n_groups, n_mols).sum(1).max())
-    n_real, n_bonds = int(host_atoms.sum()), int(host_bonds.sum())
+    needed = BatchCapacity.needed(packed, host.numpy().reshape(n_groups, n_mols))
+    if capacity is not None and not capacity.holds(needed):
+        raise ValueError(f"these molecules need {needed}, more than the batch capacity {capacity}")
+    slots, n_real, n_bonds = (capacity or needed).atom_slots, needed.atoms, needed.bonds
     flat = to_device(host, device)
     atoms_per_mol = packed.n_atoms[flat]
     per_group = atoms_per_mol.view(n_groups, n_mols)
@@ -192,13 +246,25 @@ def gather_graphs(packed: PackedGraphs, molecules: torch.Tensor) -> GraphBatch:
     bonds_per_mol = packed.n_bonds[flat]
     bond_src = _segments(packed.bond_ptr[flat], bonds_per_mol, n_bonds)
     bond_shift = first_slot.repeat_interleave(bonds_per_mol, output_size=n_bonds)
-    source = torch.cat([packed.bonds[0, bond_src] + bond_shift, atom_slot])
-    target = torch.cat([packed.bonds[1, bond_src] + bond_shift, atom_slot])
+    source, target = packed.bonds[0, bond_src] + bond_shift, packed.bonds[1, bond_src] + bond_shift
     features = packed.bond_features[bond_src]
-    category = torch.cat([features[:, 0] * NUM_BOND_DIRECTIONS + features[:, 1],
-                          torch.full_like(atom_slot, SELF_LOOP_BOND_TYPE * NUM_BOND_DIRECTIONS)])
+    category = features[:, 0] * NUM_BOND_DIRECTIONS + features[:, 1]
+    atom_entry, bond_entry = torch.ones(n_real, device=device), torch.ones(n_bonds, device=device)
+    if capacity is not None:
+        host_atoms = packed.host_n_atoms[host.numpy()].reshape(n_groups, n_mols).sum(1)
+        pad_atoms, pad_rows, pad_cols = (to_device(torch.from_numpy(a), device)
+                                         for a in _padding(host_atoms, slots, needed, capacity))
+        atom_slot = torch.cat([atom_slot, pad_atoms])
+        atom_owner = torch.cat([atom_owner, torch.zeros_like(pad_atoms)])
+        atom_entry = torch.cat([atom_entry, atom_entry.new_zeros(pad_atoms.numel())])
+        source, target = torch.cat([source, pad_rows]), torch.cat([target, pad_cols])
+        category = torch.cat([category, torch.zeros_like(pad_rows)])
+        bond_entry = torch.cat([bond_entry, bond_entry.new_zeros(pad_rows.numel())])
+    category = torch.cat([category, torch.full_like(atom_slot, SELF_LOOP_BOND_TYPE * NUM_BOND_DIRECTIONS)])
     return GraphBatch(n_groups, n_mols, slots, atom_type.view(n_groups, slots), chirality.view(n_groups, slots),
-                      mask.view(n_groups, slots), atom_slot, atom_owner, source, target, category, atoms_per_mol)
+                      mask.view(n_groups, slots), atom_slot, atom_owner, torch.cat([source, atom_slot]),
+                      torch.cat([target, atom_slot]), category, atoms_per_mol, atom_entry,
+                      torch.cat([bond_entry, atom_entry]), capacity is not None)
 
 
 @dataclass
@@ -262,7 +328,7 @@ class EpisodeBatch:
 def episode_batch(packed: PackedGraphs, labels: torch.Tensor, support: torch.Tensor, query: torch.Tensor,
                   task_ids: torch.Tensor, aux_ids: torch.Tensor, frozen_cache: Optional[torch.Tensor] = None,
                   query_aux_offset: int = 0, query_aux_hidden: Optional[torch.Tensor] = None,
-                  separate_parts: bool = False) -> EpisodeBatch:
+                  separate_parts: bool = False, capacity: Optional[BatchCapacity] = None) -> EpisodeBatch:
     """Assemble an :class:`EpisodeBatch` from index tensors.
 
     Parameters
@@ -279,7 +345,11 @@ def episode_batch(packed: PackedGraphs, labels: torch.Tensor, support: torch.Ten
         Episodes whose query molecules get no auxiliary labels (all "missing").
     separate_parts: bool
         Also gather the support and the query molecules as two graph batches (``parts``).
+    capacity: BatchCapacity, optional
+        Pad the (joint) graph batch to these sizes; not with ``separate_parts``.
     """
+    if capacity is not None and separate_parts:
+        raise ValueError("padded batches (capacity) come without separate support and query parts")
     device = packed.atoms.device
     support, query = support.cpu(), query.cpu()
     molecules = torch.cat([support, query], dim=1)
@@ -293,7 +363,7 @@ def episode_batch(packed: PackedGraphs, labels: torch.Tensor, support: torch.Ten
     if query_aux_hidden is not None:
         query_aux = query_aux.masked_fill(to_device(query_aux_hidden, device).view(-1, 1, 1), float("nan"))
     return EpisodeBatch(
-        graphs=gather_graphs(packed, molecules),
+        graphs=gather_graphs(packed, molecules, capacity),
         frozen=None if frozen_cache is None else to_device(frozen_cache[to_device(molecules, frozen_cache.device)],
                                                            device),
         property_ids=columns,

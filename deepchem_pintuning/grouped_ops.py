@@ -66,6 +66,13 @@ class PassState:
     def record(self, module: nn.Module, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
         self._stats.setdefault(module, []).append((mean.detach(), unbiased_var.detach()))
 
+    def copy(self) -> "PassState":
+        """A state with the same generator and records (a CUDA graph's replay refreshes the recorded
+        tensors in place, so each replay's caller applies a copy)."""
+        state = PassState(self.generator)
+        state._stats = {module: list(records) for module, records in self._stats.items()}
+        return state
+
     @torch.no_grad()
     def apply(self) -> None:
         """Update every recorded module's running statistics, then forget the records."""
