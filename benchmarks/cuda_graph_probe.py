@@ -43,6 +43,7 @@ def probe(model, data, steps: int) -> dict:
     """Eager vs captured-and-replayed outer step on a fixed batch of ``model``'s training episodes."""
     from deepchem_pintuning.batched_meta_training import meta_gradients
     from deepchem_pintuning.episodes import EpisodeSampler
+    from deepchem_pintuning.grouped_ops import PassState
 
     config = model.config
     sampler = EpisodeSampler(data, config.n_shot, config.n_query, seed=1)
@@ -55,7 +56,8 @@ def probe(model, data, steps: int) -> dict:
     def step() -> torch.Tensor:
         for p in params.values():
             p.grad = None
-        return meta_gradients(model.model, [batch], model.regularizer)[0]["loss"]
+        # dropout is off, so the pass needs no generator (a fresh one per pass cannot be seeded in a capture)
+        return meta_gradients(model.model, [batch], model.regularizer, states=[PassState()])[0]["loss"]
 
     def seconds_per_step(run) -> float:
         torch.cuda.synchronize()
@@ -100,9 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         parser.error("CUDA is not available on this machine")
-    from deepchem_pintuning import batched_meta_training
     from deepchem_pintuning.data import load_fewshot
-    from deepchem_pintuning.grouped_ops import PassState
     from deepchem_pintuning.model import PinTuningModel
     from deepchem_pintuning.pintuning import published_hyperparameters
     from deepchem_pintuning.sparse_products import SparseOperator
@@ -111,9 +111,6 @@ def main() -> None:
     model = PinTuningModel.for_dataset(data, seed=0, device=torch.device("cuda"), encoder_dropout=0.0,
                                        context_dropout=0.0, **published_hyperparameters("tox21", 10))
     model.fit(data, steps=1, seed=0, progress=False)     # builds the model, the caches and the dataset on the GPU
-    # dropout is off, so the passes need no generator; the product path seeds a fresh one per pass,
-    # which CUDA refuses during capture (a generator's seed cannot change inside a captured graph)
-    batched_meta_training.pass_states = lambda batches: [PassState() for _ in batches]
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "steps_timed": args.steps,
               "sparse": probe(model, data, args.steps)}
     store_dense(SparseOperator)

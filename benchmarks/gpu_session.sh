@@ -6,8 +6,10 @@
 #     run(command="bash benchmarks/gpu_session.sh", carry=[".gpu_carry"], timeout_s=590)
 #
 # What it runs, in order, within GPU_SESSION_SECONDS (default 540 s of wall time):
-#   1. the CUDA-only tests (fast step on the GPU against the CPU reference; official preset on CUDA);
-#   2. benchmarks/speed.py --only gpu: reference vs one-batch fast path, s / outer step and per
+#   1. the CUDA-only tests (fast step on the GPU against the CPU reference; official preset on CUDA;
+#      the captured step replayed as a CUDA graph against the eager step);
+#   2. benchmarks/speed.py --only gpu: reference vs one-batch fast path, eager and replayed as a CUDA
+#      graph (model.cuda_graph), s / outer step and per
 #      evaluation (issue targets: <= 0.1 s per step, 2,000 Tox21 steps in < 5 min), then
 #      benchmarks/profile_step.py: kernel launches, host syncs and GPU kernel time per step, and
 #      benchmarks/cuda_graph_probe.py: whether the step can be captured as a CUDA graph (with its sparse

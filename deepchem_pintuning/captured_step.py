@@ -9,8 +9,8 @@ captured step replayed in 0.029 s against 0.132 s eager, gradients equal to 1e-6
 A graph replays on the memory it was captured on, with the shapes it was captured with. So:
 
 * every batch is padded to one :class:`~deepchem_pintuning.episode_batch.BatchCapacity`, chosen
-  before training from the sizes of sampled steps (:func:`capacity_for`); a step whose batch does
-  not fit runs eagerly (the caller's choice, :meth:`CapturedStep.fits`);
+  before training from the sizes of sampled steps (:func:`training_capacity`); a step whose batch
+  does not fit runs eagerly (:meth:`CapturedStep.try_step` declines it);
 * each step copies its batch into the *static* batch the graph was captured on, replays, and
   hands back the gradients (re-attached to the parameters' ``.grad``), the loss parts and the
   BatchNorm records, all tensors that the replay refreshed in place.
@@ -35,9 +35,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from deepchem_pintuning.batched_meta_training import meta_gradients
+from deepchem_pintuning.batched_meta_training import DeviceDataset, meta_gradients
 from deepchem_pintuning.emb_bwc import EmbBWC
 from deepchem_pintuning.episode_batch import BatchCapacity, EpisodeBatch, PackedGraphs
+from deepchem_pintuning.episodes import Episode, EpisodeSampler
 from deepchem_pintuning.grouped_ops import PassState
 from deepchem_pintuning.pintuning import PinTuning
 
@@ -48,14 +49,15 @@ def _round_up(value: float, multiple: int) -> int:
 
 def capacity_for(packed: PackedGraphs, steps: Sequence[np.ndarray], margin: float = 0.1) -> BatchCapacity:
     """A capacity holding every step of ``steps`` (molecule indices ``[E, M]`` each) with ``margin`` to
-    spare, rounded up (atom slots to 8, atom entries to 256, bonds to 1,024).
+    spare, rounded up (atom slots to 8, atom entries to 256, bonds to 1,024); at most one atom entry
+    per slot (padding atoms need free slots).
 
     Examples
     --------
     >>> from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
     >>> packed = PackedGraphs(PretrainGNNFeaturizer().featurize(["CCO", "C#N", "C"]))
-    >>> capacity_for(packed, [np.array([[0, 1], [2, 1]])])
-    BatchCapacity(atom_slots=8, atoms=256, bonds=1024)
+    >>> capacity_for(packed, [np.array([[0, 1], [2, 1]])])      # two groups of 8 slots: 16 atom entries
+    BatchCapacity(atom_slots=8, atoms=16, bonds=1024)
     """
     needed = [BatchCapacity.needed(packed, molecules) for molecules in steps]
     most = {name: max(getattr(n, name) for n in needed) * (1 + margin) for name in ("atom_slots", "atoms", "bonds")}
@@ -63,6 +65,19 @@ def capacity_for(packed: PackedGraphs, steps: Sequence[np.ndarray], margin: floa
     slots = _round_up(most["atom_slots"], 8)
     atoms = min(_round_up(most["atoms"], 256), n_groups * slots)     # padding atoms need free slots
     return BatchCapacity(slots, atoms, _round_up(most["bonds"], 1024))
+
+
+def training_capacity(dataset: DeviceDataset, sampler: EpisodeSampler, tasks_per_step: int, episodes_per_task: int,
+                      seed: int, n_steps: int = 64) -> BatchCapacity:
+    """:func:`capacity_for` ``n_steps`` outer steps drawn as meta-training draws them, from their own
+    generator (``seed``): the same capacity for the same data and settings, whatever training draws."""
+    rng = np.random.default_rng(seed)
+    steps = []
+    for _ in range(n_steps):
+        tasks = rng.choice(sampler.tasks, tasks_per_step, replace=False)
+        episodes = [sampler.sample(task) for task in tasks for _ in range(episodes_per_task)]
+        steps.append(np.stack([np.concatenate([e.support, e.query]) for e in episodes]))
+    return capacity_for(dataset.graphs, steps)
 
 
 def _clear_caches(batch: EpisodeBatch) -> None:
@@ -116,8 +131,15 @@ class CapturedStep:
         self._graph = None
         self._outputs: Optional[Tuple[Dict[str, torch.Tensor], PassState, Dict[str, torch.Tensor]]] = None
 
-    def fits(self, needed: BatchCapacity) -> bool:
-        return self.capacity.holds(needed)
+    def try_step(self, dataset: DeviceDataset, episodes: Sequence[Episode], frozen: Optional[torch.Tensor],
+                 query_aux_offset: int) -> Optional[Tuple[Dict[str, torch.Tensor], List[PassState]]]:
+        """The step of ``episodes`` (:meth:`__call__`) if their batch fits the capacity, else None: the
+        caller runs that step eagerly."""
+        needed = BatchCapacity.needed(dataset.graphs, np.stack([np.concatenate([e.support, e.query])
+                                                                for e in episodes]))
+        if not self.capacity.holds(needed):
+            return None
+        return self(dataset.batch(episodes, None, frozen, query_aux_offset, capacity=self.capacity))
 
     def _run(self) -> Tuple[Dict[str, torch.Tensor], PassState]:
         _clear_caches(self._static)

@@ -106,8 +106,8 @@ class BatchCapacity:
     --------
     >>> from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
     >>> packed = PackedGraphs(PretrainGNNFeaturizer().featurize(["CCO", "C#N", "C"]))
-    >>> BatchCapacity.needed(packed, np.array([[0, 1], [2, 1]]))        # atoms 3 + 2 and 1 + 2
-    BatchCapacity(atom_slots=5, atoms=8, bonds=10)
+    >>> BatchCapacity.needed(packed, np.array([[0, 1], [2, 1]]))   # atoms 3 + 2, 1 + 2; bonds 4 + 2 + 0 + 2
+    BatchCapacity(atom_slots=5, atoms=8, bonds=8)
     """
 
     atom_slots: int

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from deepchem_pintuning.assay_scoring import AssayScoring
 from deepchem_pintuning.batched_meta_training import DeviceDataset, batched_predict_episode, meta_gradients
 from deepchem_pintuning.batching import collate_graphs
+from deepchem_pintuning.captured_step import CapturedStep, training_capacity
 from deepchem_pintuning.data import FewShotDataset, project_data_dir
 from deepchem_pintuning.deepchem_contract import (PREDICT_INSTEAD, as_fewshot, split_torchmodel_kwargs, steps_for_epochs,
                                                   write_history)
@@ -125,6 +126,9 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
         self.episodes_per_pass: Optional[int] = None if self.device.type == "cuda" else 1
         self.eval_chunks_per_pass: int = 16 if self.device.type == "cuda" else 1
         self.workers: int = 1
+        # replay each one-batch outer step as a CUDA graph (captured_step.py; on a CPU the same padded
+        # steps run without a graph, for tests); off until measured on a GPU
+        self.cuda_graph: bool = False
         # what the model was meta-trained on (dataset name, property names in column order, test
         # properties): saved with it, and checked against every dataset it is fitted or evaluated on
         self.card: Dict = {}
@@ -189,10 +193,15 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
             self._device_data = DeviceDataset(data, self.device)
         return self._device_data
 
-    def _outer_step(self, data: FewShotDataset, episodes: Sequence[Tuple[int, Episode]], fast: bool):
+    def _outer_step(self, data: FewShotDataset, episodes: Sequence[Tuple[int, Episode]], fast: bool,
+                    captured: Optional[CapturedStep] = None):
         """Gradient of one step's outer loss into ``.grad``; returns the loss parts and the BatchNorm updates."""
         config, frozen = self.config, self._frozen(data)
         shapes = {(len(e.support), len(e.query), len(e.aux_task_indices)) for _, e in episodes}
+        if captured is not None and len(shapes) == 1:
+            result = captured.try_step(self._on_device(data), [e for _, e in episodes], frozen, config.query_aux_offset)
+            if result is not None:
+                return result
         if fast and len(shapes) == 1:
             dataset, size = self._on_device(data), self.episodes_per_pass or len(episodes)
             batches = [dataset.batch([e for _, e in episodes[i:i + size]], None, frozen, config.query_aux_offset,
@@ -270,6 +279,12 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
         rng = np.random.default_rng(seed)
         task_ids = {t: data.task_index(t) for t in sampler.tasks}
         n_per_step = min(config.tasks_per_step, len(sampler.tasks))
+        captured = None
+        if self.cuda_graph and fast and not config.separate_bn_batches and self.episodes_per_pass is None:
+            capacity = training_capacity(self._on_device(data), EpisodeSampler(data, config.n_shot, config.n_query,
+                                                                               seed=seed + 1), n_per_step,
+                                         config.episodes_per_task, seed + 1)
+            captured = CapturedStep(self.model, self.regularizer, capacity, capture=self.device.type == "cuda")
         bar = tqdm(range(steps), desc="Pin-Tuning meta-training", disable=not progress)
         for step in bar:
             start = time.perf_counter()
@@ -280,7 +295,7 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
                 hidden = rng.random(len(episodes)) < config.hide_query_aux
                 episodes = [(t, replace(e, query_aux_hidden=bool(h))) for (t, e), h in zip(episodes, hidden)]
             self._pytorch_optimizer.zero_grad()
-            parts, states = self._outer_step(data, episodes, fast)
+            parts, states = self._outer_step(data, episodes, fast, captured)
             torch.nn.utils.clip_grad_norm_(list(self.model.trainable_parameters().values()), config.grad_clip)
             self._pytorch_optimizer.step()
             for state in states:

@@ -164,3 +164,20 @@ def test_captured_step_replays_the_eager_step_on_gpu(cld):
     results = _static_steps(cld, capture=True, device=torch.device("cuda"))
     for got, expected in results:
         _assert_same(got, expected, tol=1e-4)     # float32: summation order differs between kernels
+
+
+def test_fit_with_padded_static_batches_equals_plain_fit(cld, float64, monkeypatch):
+    """``model.cuda_graph``: fit pads every step to one capacity and steps on a static batch (on a CPU
+    without a graph); three outer steps give the plain fast path's weights."""
+    taken = []
+    try_step = CapturedStep.try_step
+    monkeypatch.setattr(CapturedStep, "try_step", lambda self, *a: taken.append(try_step(self, *a)) or taken[-1])
+    weights = []
+    for cuda_graph in (False, True):
+        model = PinTuningModel.for_dataset(cld, seed=0, encoder="gcn_scratch", **TINY)
+        model.episodes_per_pass, model.cuda_graph = None, cuda_graph
+        model.fit(cld, steps=3, seed=0, progress=False)
+        weights.append({n: p.detach().clone() for n, p in model.model.named_parameters() if p.requires_grad})
+    assert len(taken) == 3 and all(result is not None for result in taken)   # every step on the static batch
+    plain, padded = weights
+    assert all(torch.allclose(plain[n], padded[n], rtol=0, atol=1e-10) for n in plain)
