@@ -21,7 +21,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import CPU_CONFIGS, GPU_CONFIGS, warmed_up_model  # noqa: E402
+from speed import CPU_CONFIGS, FAST_GPU, GPU_CONFIGS, warmed_up_model  # noqa: E402
 
 LAUNCHES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
 SYNCS = ("cudaMemcpyAsync", "cudaStreamSynchronize", "cudaDeviceSynchronize")
@@ -32,8 +32,9 @@ def main() -> None:
     parser.add_argument("out", help="JSON to write")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
-    # speed.py's fast configurations: one batch of all episodes on a GPU, one episode per pass on a CPU thread
-    config = GPU_CONFIGS[-1] if cuda else next(c for c in CPU_CONFIGS if c["name"] == "fast, 1 thread")
+    # speed.py's fast configurations: one batch of all episodes on a GPU (eager), one episode per pass on a CPU thread
+    config = next(c for c in GPU_CONFIGS if c["name"] == FAST_GPU) if cuda else \
+        next(c for c in CPU_CONFIGS if c["name"] == "fast, 1 thread")
     data, model, sync = warmed_up_model(config, warmup_steps=2)
     sync()
     start = time.perf_counter()
