@@ -73,13 +73,15 @@ def pintuning_cell(data, dataset: str, shots: int, seed: int, args, device, seed
     folder = Path(args.checkpoint_dir) / f"{dataset}-{shots}shot-{args.encoder}{tag}-{args.steps}steps-seed{seed}"
     eval_every = max(1, args.steps // args.evaluations)
     run = run_pintuning(data, seed, args.steps, eval_every, "paper", args.encoder, workers=args.workers,
-                        checkpoint_dir=folder, resample_eval_support=True, device=device, **settings)
+                        checkpoint_dir=folder, resample_eval_support=True, device=device,
+                        cuda_graph=args.cuda_graph, **settings)
     model = PinTuningModel.load(str(folder), device=device)
     model.workers = args.workers
     return {"published": best_of_evaluations(run["evaluations"])["eval_roc_auc"],
             "evaluations": _curve(run["evaluations"]), "steps": args.steps, "encoder": args.encoder,
             "settings": overrides, "seconds_per_outer_step": run["seconds_per_outer_step"],
-            "training_seconds": run["wall_seconds"], **model_scores(model, data, seeds, deployment)}
+            "training_seconds": run["wall_seconds"], **({"cuda_graph": True} if args.cuda_graph else {}),
+            **model_scores(model, data, seeds, deployment)}
 
 
 def model_scores(model, data, seeds: list, deployment: bool = True) -> dict:
@@ -176,6 +178,9 @@ def add_cell_options(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is available")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="GPU: replay each outer step as a CUDA graph (padded batches; dropout drawn differently "
+                             "from the eager path, equally distributed); the cell says so")
     parser.add_argument("--cell-dir", default=str(RESULTS / name))
     parser.add_argument("--checkpoint-dir", default="runs/benchmarks/meta_trained",
                         help="Pin-Tuning runs, one folder per (dataset, shots, encoder, settings, steps, seed), shared "

@@ -17,7 +17,8 @@
 #      until the time is spent (a cell is written when it is finished; a rerun skips finished cells, but
 #      the machine starts bare: copy the returned cells in before the next session): the ToxCast groups
 #      without a Pin-Tuning cell (seed 0), then the Tox21 10-shot ablations (issue 17), then MUV, all at
-#      500 outer steps, 20 evaluations, 5 support draws.
+#      500 outer steps, 20 evaluations, 5 support draws; with --cuda-graph when the captured step's
+#      CUDA test passed (the cells say so).
 # Everything lands in $OUT (at most 8 files come back): gpu_session.log (the CUDA tests' output included),
 # speed_gpu.{json,md}, profile_gpu.json, cells.tgz (fewshot_table/ and ablations/ cells). Back here:
 # tar xzf cells.tgz -C benchmarks/results, then fewshot_table.py --report-only and ablations.py
@@ -37,8 +38,14 @@ python3 -c 'import torch, rdkit, deepchem_pintuning; print("torch", torch.__vers
 
 echo "== [$(elapsed) s] CUDA tests"
 python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/test_fast_path.py tests/test_pintuning.py \
-    tests/test_captured_step.py -k "gpu or cuda" 2>&1 | tail -n 40
+    -k "gpu or cuda" 2>&1 | tail -n 40
 echo "pytest exit status ${PIPESTATUS[0]}"
+# the backlog replays its steps as CUDA graphs only if the replay equals the eager step here
+python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/test_captured_step.py -k gpu 2>&1 | tail -n 30
+replay=${PIPESTATUS[0]}
+graph=()
+(( replay == 0 )) && graph=(--cuda-graph)
+echo "captured-step test exit status $replay: the backlog runs ${graph[*]:-eagerly}"
 
 echo "== [$(elapsed) s] speed.py --only gpu"
 python3 benchmarks/speed.py --only gpu --steps 8 --rounds 1 --out "$OUT/speed_gpu.json" \
@@ -65,7 +72,7 @@ for item in "${backlog[@]}"; do
     (( left > 60 )) || break
     script=${item%% *} name=${script%.py}
     echo "== [$(elapsed) s] $item (${left} s left)"
-    timeout "$left" python3 "benchmarks/$script" ${item#* } "${common[@]}" --cell-dir "$cells/$name" \
+    timeout "$left" python3 "benchmarks/$script" ${item#* } "${common[@]}" "${graph[@]}" --cell-dir "$cells/$name" \
         --out "/tmp/$name.json" > "/tmp/$name.log" 2>&1
     grep -E ": (done|FAILED)" "/tmp/$name.log"
 done

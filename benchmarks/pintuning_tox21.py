@@ -69,14 +69,15 @@ def check_resumable(checkpoint_dir: Path, config, saved: dict, expected, eval_ev
 
 def run_pintuning(data, seed: int, steps: int, eval_every: int, protocol: str, encoder: str, fast: bool = True,
                   workers: int = 2, checkpoint_dir: Path = None, resample_eval_support: bool = False,
-                  device=None, **overrides) -> dict:
+                  device=None, cuda_graph: bool = False, **overrides) -> dict:
     """Meta-train in chunks of ``eval_every`` steps, each with its own (seed, step) sampler and torch seed.
 
     After every chunk the model, its optimiser state and the history are saved under
     ``checkpoint_dir``; a rerun of the same command continues from the last chunk and ends with the
     same numbers as an uninterrupted run. Each chunk ends with an evaluation on the supports of
     ``seed``, or with ``resample_eval_support`` on fresh supports per evaluation (the official
-    code's protocol; their best is ``best_of_evals_roc_auc``).
+    code's protocol; their best is ``best_of_evals_roc_auc``). ``cuda_graph`` replays each outer step as
+    a CUDA graph (``model.cuda_graph``).
     """
     from deepchem_pintuning.model import PinTuningModel
     settings = {**TOX21_SETTINGS, **overrides}
@@ -93,7 +94,7 @@ def run_pintuning(data, seed: int, steps: int, eval_every: int, protocol: str, e
                                            **settings)
         model._ensure_built()
         wall = 0.0
-    model.workers = workers
+    model.workers, model.cuda_graph = workers, cuda_graph
     while model._global_step < steps:
         done = model._global_step
         torch.manual_seed(seed * 1_000_003 + done)

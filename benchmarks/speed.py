@@ -113,26 +113,6 @@ def summarise(runs: list) -> list:
     return rows
 
 
-def steps_that_fit(report: dict, seconds: float, processes: int = 3, evaluations: int = 20) -> int:
-    """Outer steps (a multiple of 100, 100 to 2,000) of Tox21 meta-training that ``processes`` runs side by
-    side on this report's GPU can finish in ``seconds``, each with ``evaluations`` evaluations.
-
-    Side by side, each run is assumed to go at half its measured solo speed (on a lent H200, three
-    Tox21 runs side by side took 0.254 s per step each, against 0.14 s for one run alone: they share
-    the GPU's kernel time); 60 s go to start-up.
-
-    Examples
-    --------
-    >>> row = {"name": "fast, GPU, one batch of 10 episodes", "median_step_s": 0.05, "median_eval_s": 2.0}
-    >>> steps_that_fit({"summary": [row]}, 500), steps_that_fit({"summary": [row]}, 100)
-    (2000, 100)
-    """
-    fast = next(row for row in report["summary"] if row["name"] == FAST_GPU)
-    slowdown = 2.0 if processes > 1 else 1.0
-    left = seconds - 60 - evaluations * slowdown * (fast["median_eval_s"] or 0)
-    return max(100, min(2000, int(left / (slowdown * fast["median_step_s"])) // 100 * 100))
-
-
 def table(report: dict) -> str:
     def fmt(value, pattern):
         return "-" if value is None else pattern.format(value)
@@ -168,18 +148,12 @@ def main() -> None:
                                        "in the table; with --table-only it replaces the stored one")
     parser.add_argument("--only", choices=["cpu", "gpu"], help="measure only the CPU or only the GPU configurations "
                                                              "(default: CPU, and GPU when there is one)")
-    parser.add_argument("--steps-that-fit", type=float, metavar="SECONDS",
-                        help="print the Tox21 outer steps that three runs side by side finish in SECONDS on the GPU "
-                             "measured in --out (benchmarks/gpu_session.sh)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child), args.steps)))
         return
     out = Path(args.out)
-    if args.steps_that_fit is not None:
-        print(steps_that_fit(json.loads(out.read_text()), args.steps_that_fit))
-        return
     if args.table_only:
         report = json.loads(out.read_text())
         if args.note:

@@ -13,8 +13,8 @@ import fewshot_table  # noqa: E402
 
 @pytest.fixture(scope="module")
 def args(tmp_path_factory):
-    return argparse.Namespace(threads=1, workers=1, cpu=True, data_dir=None, draws=2, steps=2, evaluations=2,
-                              encoder="gcn_supervised_contextpred", encoder_path=None,
+    return argparse.Namespace(threads=1, workers=1, cpu=True, cuda_graph=False, data_dir=None, draws=2, steps=2,
+                              evaluations=2, encoder="gcn_supervised_contextpred", encoder_path=None,
                               checkpoint_dir=str(tmp_path_factory.mktemp("checkpoints")))
 
 

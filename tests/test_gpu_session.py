@@ -1,7 +1,6 @@
 """The prepared GPU session (benchmarks/gpu_session.sh) checked here, where no GPU is: its shell parses,
-the speed configuration it reads exists, its step budget is a multiple of 100 that shrinks with the time left,
-and what it carries is kept out of git."""
-import doctest
+what it carries is kept out of git, its GPU-only benchmarks refuse a machine without CUDA in one line,
+and speed.py's timing and the probe's dense variant work."""
 import subprocess
 import sys
 from pathlib import Path
@@ -20,19 +19,6 @@ def test_the_session_script_parses_and_names_the_carry_that_git_ignores():
     assert ".gpu_carry" in script.read_text()
     ignored = subprocess.run(["git", "check-ignore", "-q", ".gpu_carry/rdkit.whl"], cwd=ROOT)
     assert ignored.returncode == 0
-
-
-def test_steps_that_fit_follow_the_measured_speed():
-    def report(step_s, eval_s=2.0):
-        return {"summary": [{"name": "reference, GPU", "median_step_s": 1.0, "median_eval_s": 9.0},
-                            {"name": "fast, GPU, one batch of 10 episodes", "median_step_s": step_s,
-                             "median_eval_s": eval_s}]}
-    assert speed.steps_that_fit(report(0.05), 500) == 2000                 # capped at the paper's budget
-    slow = [speed.steps_that_fit(report(0.3), seconds) for seconds in (600, 400, 250)]
-    assert slow == sorted(slow, reverse=True) and all(s % 100 == 0 for s in slow)
-    assert slow[0] == (600 - 60 - 20 * 2.0 * 2.0) // (2.0 * 0.3) // 100 * 100
-    assert speed.steps_that_fit(report(5.0), 100) == 100                   # never fewer than 100
-    assert doctest.testmod(speed).failed == 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
