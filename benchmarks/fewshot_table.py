@@ -80,7 +80,8 @@ def pintuning_cell(data, dataset: str, shots: int, seed: int, args, device, seed
     return {"published": best_of_evaluations(run["evaluations"])["eval_roc_auc"],
             "evaluations": _curve(run["evaluations"]), "steps": args.steps, "encoder": args.encoder,
             "settings": overrides, "seconds_per_outer_step": run["seconds_per_outer_step"],
-            "training_seconds": run["wall_seconds"], **({"cuda_graph": True} if args.cuda_graph else {}),
+            "training_seconds": run["wall_seconds"],
+            **({"cuda_graph_replayed_steps": run["replayed_steps"]} if args.cuda_graph else {}),
             **model_scores(model, data, seeds, deployment)}
 
 
@@ -180,7 +181,7 @@ def add_cell_options(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is available")
     parser.add_argument("--cuda-graph", action="store_true",
                         help="GPU: replay each outer step as a CUDA graph (padded batches; dropout drawn differently "
-                             "from the eager path, equally distributed); the cell says so")
+                             "from the eager path, equally distributed); the cell counts the replayed steps")
     parser.add_argument("--cell-dir", default=str(RESULTS / name))
     parser.add_argument("--checkpoint-dir", default="runs/benchmarks/meta_trained",
                         help="Pin-Tuning runs, one folder per (dataset, shots, encoder, settings, steps, seed), shared "

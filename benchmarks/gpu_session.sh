@@ -18,7 +18,7 @@
 #      the machine starts bare: copy the returned cells in before the next session): the ToxCast groups
 #      without a Pin-Tuning cell (seed 0), then the Tox21 10-shot ablations (issue 17), then MUV, all at
 #      500 outer steps, 20 evaluations, 5 support draws; with --cuda-graph when the captured step's
-#      CUDA test passed (the cells say so).
+#      CUDA test passed (each cell counts its replayed steps).
 # Everything lands in $OUT (at most 8 files come back): gpu_session.log (the CUDA tests' output included),
 # speed_gpu.{json,md}, profile_gpu.json, cells.tgz (fewshot_table/ and ablations/ cells). Back here:
 # tar xzf cells.tgz -C benchmarks/results, then fewshot_table.py --report-only and ablations.py

@@ -123,6 +123,7 @@ def run_pintuning(data, seed: int, steps: int, eval_every: int, protocol: str, e
         "best_of_evals_roc_auc": max(e["eval_roc_auc"] for e in evals),
         "evaluations": evals, "per_task_final": final["eval_per_task"],
         "seconds_per_outer_step": float(np.mean(step_seconds)) if step_seconds else None,
+        "replayed_steps": sum(bool(h.get("replayed")) for h in history),
         "wall_seconds": wall, "parameters": model.parameter_summary(),
         "loss_first_10": float(np.mean([h["loss"] for h in history if "loss" in h][:10])),
         "loss_last_10": float(np.mean([h["loss"] for h in history if "loss" in h][-10:])),

@@ -30,6 +30,7 @@ them against the plain fast path, and the GPU tests check the replay.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -41,6 +42,8 @@ from deepchem_pintuning.episode_batch import BatchCapacity, EpisodeBatch, Packed
 from deepchem_pintuning.episodes import Episode, EpisodeSampler
 from deepchem_pintuning.grouped_ops import PassState
 from deepchem_pintuning.pintuning import PinTuning
+
+logger = logging.getLogger(__name__)
 
 
 def _round_up(value: float, multiple: int) -> int:
@@ -130,6 +133,7 @@ class CapturedStep:
         self._static: Optional[EpisodeBatch] = None
         self._graph = None
         self._outputs: Optional[Tuple[Dict[str, torch.Tensor], PassState, Dict[str, torch.Tensor]]] = None
+        self.replays = 0            # steps computed by replaying the graph
 
     def try_step(self, dataset: DeviceDataset, episodes: Sequence[Episode], frozen: Optional[torch.Tensor],
                  query_aux_offset: int) -> Optional[Tuple[Dict[str, torch.Tensor], List[PassState]]]:
@@ -174,10 +178,15 @@ class CapturedStep:
             copy_batch_(self._static, batch)
         params = self.model.trainable_parameters()
         earlier = {name: p.grad for name, p in params.items()}
-        if self.capture:
-            if self._graph is None:
+        if self.capture and self._graph is None:
+            try:
                 self._capture(params)
+            except RuntimeError as error:   # a step that cannot be captured still trains, eagerly
+                logger.warning("CUDA graph capture failed, this fit runs its steps eagerly: %s", error)
+                self.capture = False
+        if self.capture:
             self._graph.replay()
+            self.replays += 1
             parts, captured, grads = self._outputs
             state = captured.copy()
         else:

@@ -295,6 +295,7 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
                 hidden = rng.random(len(episodes)) < config.hide_query_aux
                 episodes = [(t, replace(e, query_aux_hidden=bool(h))) for (t, e), h in zip(episodes, hidden)]
             self._pytorch_optimizer.zero_grad()
+            replays = captured.replays if captured is not None else 0
             parts, states = self._outer_step(data, episodes, fast, captured)
             torch.nn.utils.clip_grad_norm_(list(self.model.trainable_parameters().values()), config.grad_clip)
             self._pytorch_optimizer.step()
@@ -303,6 +304,8 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
             parts = dict(zip(parts, torch.stack([torch.as_tensor(v) for v in parts.values()]).tolist()))
             self._global_step += 1
             record = {"step": self._global_step, "seconds": time.perf_counter() - start, **parts}
+            if captured is not None:     # replayed as a CUDA graph, or eagerly (batch too large, capture failed)
+                record["replayed"] = captured.replays > replays
             self.history.append(record)
             losses.append(parts["loss"])
             bar.set_postfix(loss=f"{parts['loss']:.3f}")

@@ -142,6 +142,7 @@ def _static_steps(data, capture, device=None):
                 if p.grad is not None:
                     p.sub_(0.1 * p.grad)
                     q.sub_(0.1 * q.grad)
+    assert captured.replays == (len(steps) if capture else 0)     # replayed, not fallen back to eager steps
     return results
 
 
@@ -179,5 +180,27 @@ def test_fit_with_padded_static_batches_equals_plain_fit(cld, float64, monkeypat
         model.fit(cld, steps=3, seed=0, progress=False)
         weights.append({n: p.detach().clone() for n, p in model.model.named_parameters() if p.requires_grad})
     assert len(taken) == 3 and all(result is not None for result in taken)   # every step on the static batch
+    assert [h["replayed"] for h in model.history] == [False] * 3                 # no graph on a CPU
     plain, padded = weights
     assert all(torch.allclose(plain[n], padded[n], rtol=0, atol=1e-10) for n in plain)
+
+
+def test_a_failed_capture_falls_back_to_eager_steps(cld, float64, monkeypatch, caplog):
+    def refuse(self, params):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(CapturedStep, "_capture", refuse)
+    model = PinTuningModel.for_dataset(cld, seed=0, encoder="gcn_scratch", **TINY)
+    model.model.train()
+    oracle = copy.deepcopy(model.model)
+    dataset, frozen, episodes = DeviceDataset(cld), model._frozen(cld), _steps(cld, 1)[0]
+    capacity = capacity_for(dataset.graphs, [_molecules(episodes)])
+    step = CapturedStep(model.model, model.regularizer, capacity, capture=True)
+    with caplog.at_level("WARNING"):
+        parts, states = step(dataset.batch(episodes, None, frozen, capacity=capacity))
+    assert "capture failed" in caplog.text and step.capture is False
+    for state in states:
+        state.apply()
+    got = ({k: float(v) for k, v in parts.items()}, _grads(model.model),
+           {n: b.clone() for n, b in model.model.named_buffers()})
+    _assert_same(got, _step(oracle, dataset.batch(episodes, None, frozen, capacity=capacity), model.regularizer))
