@@ -81,6 +81,8 @@ def child(config: dict, steps: int) -> dict:
     # the call's total adds what a call does once (sampler set-up, the final checkpoint)
     result = {"step_seconds": [h["seconds"] for h in model.history[-steps:]],
               "fit_seconds": time.perf_counter() - start}
+    if config.get("cuda_graph"):
+        result["replayed_steps"] = sum(bool(h.get("replayed")) for h in model.history[-steps:])
     if config["evaluate"]:
         start = time.perf_counter()
         result["eval_roc_auc"] = model.evaluate_fewshot(data, seed=0, fast=config["fast"])["roc_auc"]
@@ -105,6 +107,8 @@ def summarise(runs: list) -> list:
                      "peak_rss_mb": max(r["peak_rss_mb"] for r in mine),
                      "peak_gpu_mb": max((r.get("peak_gpu_mb", 0) for r in mine), default=None) or None,
                      "gpu": mine[0].get("gpu")})
+        if "replayed_steps" in mine[0]:      # a step that did not fit its capacity, or a failed capture, ran eagerly
+            rows[-1]["replayed"] = f"{sum(r['replayed_steps'] for r in mine)} of {len(steps)} steps replayed"
     for row in rows:
         base = next((b for b in rows if b["name"] == BASELINE[row["device"]]), None)
         row["step_speedup"] = base["median_step_s"] / row["median_step_s"] if base else None
@@ -130,7 +134,8 @@ def table(report: dict) -> str:
              "| configuration | s / outer step (median, min-max) | speed-up | full evaluation (s) | speed-up | "
              "peak RSS (MB) | peak GPU (MB) |", "|---|---|---|---|---|---|---|"]
     for row in report["summary"]:
-        lines.append(f"| {row['name']}{' (' + row['gpu'] + ')' if row.get('gpu') else ''} | "
+        lines.append(f"| {row['name']}{' (' + row['gpu'] + ')' if row.get('gpu') else ''}"
+                     f"{'; ' + row['replayed'] if row.get('replayed') else ''} | "
                      f"{row['median_step_s']:.2f} ({row['min_step_s']:.2f}-{row['max_step_s']:.2f}) | "
                      f"{fmt(row['step_speedup'], '{:.2f}x')} | {fmt(row['median_eval_s'], '{:.1f}')} | "
                      f"{fmt(row['eval_speedup'], '{:.2f}x')} | {row['peak_rss_mb']:.0f} | "

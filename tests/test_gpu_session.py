@@ -51,3 +51,14 @@ def test_the_probes_dense_variant_computes_the_same_products():
     assert dense.matrix.layout == torch.strided and SparseOperator.one_hot(index, 4).matrix.is_sparse
     (dense @ table).pow(2).sum().backward()
     assert torch.equal(table.grad, torch.autograd.grad(table[index].pow(2).sum(), table)[0])
+
+
+def test_the_speed_table_says_how_many_steps_were_replayed():
+    runs = [{"config": {"name": "reference, GPU", "device": "cuda"}, "step_seconds": [1.0, 1.2], "peak_rss_mb": 1,
+             "eval_seconds": 2.0},
+            {"config": {"name": "fast, GPU, one batch, replayed CUDA graph", "device": "cuda"},
+             "step_seconds": [0.5, 0.05, 0.04], "peak_rss_mb": 1, "replayed_steps": 2}]
+    rows = speed.summarise(runs)
+    text = speed.table({"summary": rows, "runs": runs, "machine": "x", "torch": "t", "rounds": 1, "steps": 3})
+    assert "replayed CUDA graph; 2 of 3 steps replayed | 0.05 (0.04-0.50) | 22.00x |" in text
+    assert "reference, GPU |" in text and "reference, GPU;" not in text
