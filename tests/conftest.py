@@ -1,5 +1,5 @@
-"""Shared fixtures: few-shot datasets featurized once per test session into a temporary cache, a CLI-trained model;
-figures closed after every test."""
+"""Shared fixtures: few-shot datasets featurized once per test session into a temporary cache, a CLI-trained model,
+float64 as the default dtype for one test; figures closed after every test."""
 import os
 import sys
 import tempfile
@@ -8,6 +8,16 @@ import pytest
 
 # Featurized caches of the test session go to a fresh folder, so tests never read a stale cache.
 os.environ.setdefault("PINTUNING_CACHE_DIR", tempfile.mkdtemp(prefix="pintuning-test-cache-"))
+
+
+@pytest.fixture
+def float64():
+    """Float64 as torch's default dtype for one test (exact comparisons of two computation paths)."""
+    import torch
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 @pytest.fixture(autouse=True)

@@ -44,14 +44,6 @@ def _step(module, batch, regularizer):
     return {k: float(v) for k, v in parts.items()}, _grads(module), {n: b.clone() for n, b in module.named_buffers()}
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def _assert_same(first, second, tol=1e-10):
     """Same loss parts, gradients and buffers, to ``tol`` of the largest gradient (buffer) entry: a
     gradient that is zero up to rounding (~1e-17) has no digits of its own to compare."""

@@ -26,14 +26,6 @@ TINY = dict(emb_dim=32, num_layer=2, adapter_dim=8, context_edge_hidden=8, encod
             context_dropout=0.0, n_shot=5, inner_lr=0.1, meta_lr=3e-3)
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def _episodes(data, n_tasks=3, per_task=2, seed=0):
     sampler = EpisodeSampler(data, TINY["n_shot"], seed=seed)
     return [sampler.sample(t) for t in data.train_tasks[:n_tasks] for _ in range(per_task)]
