@@ -83,12 +83,6 @@ def training_capacity(dataset: DeviceDataset, sampler: EpisodeSampler, tasks_per
     return capacity_for(dataset.graphs, steps)
 
 
-def _clear_caches(batch: EpisodeBatch) -> None:
-    """Forget the operators built from a batch's tensors (they are rebuilt from the new contents)."""
-    for graphs in (batch.graphs, *(batch.parts or ())):
-        graphs._cache.clear()
-
-
 def copy_batch_(static, batch) -> None:
     """Copy every tensor of ``batch`` into the same-shaped tensor of ``static``, recursively through
     the batch's dataclasses; any other field must be equal."""
@@ -146,7 +140,7 @@ class CapturedStep:
         return self(dataset.batch(episodes, None, frozen, query_aux_offset, capacity=self.capacity))
 
     def _run(self) -> Tuple[Dict[str, torch.Tensor], PassState]:
-        _clear_caches(self._static)
+        self._static.graphs.clear_cache()     # operators are rebuilt from the static batch's current contents
         state = PassState()
         parts, _ = meta_gradients(self.model, [self._static], self.regularizer, states=[state])
         return parts, state

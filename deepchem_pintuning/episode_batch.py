@@ -162,6 +162,10 @@ class GraphBatch:
     padded: bool = False             # padded to a BatchCapacity (a single group may have free slots)
     _cache: Dict = field(default_factory=dict, repr=False)
 
+    def clear_cache(self) -> None:
+        """Forget the operators built from this batch's tensors (after its tensors were overwritten)."""
+        self._cache.clear()
+
     def one_hot(self, field: str, n_rows: int, groups: int) -> SparseOperator:
         """``[E*A, groups*n_rows]`` picking, for every atom slot, its row (``field``: ``"atom_type"`` or
         ``"chirality"``) of an embedding table shared by all groups (``groups=1``) or one per group."""
