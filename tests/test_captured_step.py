@@ -95,6 +95,9 @@ def test_a_batch_larger_than_the_capacity_is_refused(cld):
                   BatchCapacity(needed.atom_slots, needed.atoms, needed.bonds - 1)):
         with pytest.raises(ValueError, match="more than the batch capacity"):
             dataset.batch(episodes, capacity=small)
+    too_many_atoms = BatchCapacity(needed.atom_slots, len(episodes) * needed.atom_slots + 1, needed.bonds)
+    with pytest.raises(ValueError, match="atom entries needs at least that many slots"):
+        dataset.batch(episodes, capacity=too_many_atoms)
     with pytest.raises(ValueError, match="without separate support and query parts"):
         dataset.batch(episodes, capacity=needed, separate_parts=True)
 
