@@ -121,6 +121,7 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
         self.history: List[Dict[str, float]] = []
         self._frozen_cache: Optional[tuple] = None  # (dataset, its frozen-encoder vectors)
         self._device_data: Optional[DeviceDataset] = None
+        self._captured: Optional[tuple] = None   # (what it was built for, CapturedStep)
         # Fast path layout (benchmarks/speed.py): on a GPU all episodes of a step in one batch; on a
         # CPU one episode per batch, batches spread over `workers` threads (one core each).
         self.episodes_per_pass: Optional[int] = None if self.device.type == "cuda" else 1
@@ -192,6 +193,19 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
         if self._device_data is None or self._device_data.data is not data:
             self._device_data = DeviceDataset(data, self.device)
         return self._device_data
+
+    def _captured_step(self, data: FewShotDataset, tasks_per_step: int) -> CapturedStep:
+        """The CUDA-graph step for ``data`` and the current settings, kept across ``fit`` calls (a capture
+        costs a few eager steps; chunked training calls ``fit`` often). Its capacity comes from steps
+        drawn with seed 0, so it is the same for every training seed."""
+        config = self.config
+        key = (self._on_device(data), self.regularizer, tasks_per_step, config.to_dict())
+        if self._captured is None or self._captured[0] != key:
+            capacity = training_capacity(key[0], EpisodeSampler(data, config.n_shot, config.n_query, seed=0),
+                                         tasks_per_step, config.episodes_per_task, seed=0)
+            self._captured = key, CapturedStep(self.model, self.regularizer, capacity,
+                                               capture=self.device.type == "cuda")
+        return self._captured[1]
 
     def _outer_step(self, data: FewShotDataset, episodes: Sequence[Tuple[int, Episode]], fast: bool,
                     captured: Optional[CapturedStep] = None):
@@ -279,12 +293,8 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
         rng = np.random.default_rng(seed)
         task_ids = {t: data.task_index(t) for t in sampler.tasks}
         n_per_step = min(config.tasks_per_step, len(sampler.tasks))
-        captured = None
-        if self.cuda_graph and fast and not config.separate_bn_batches and self.episodes_per_pass is None:
-            capacity = training_capacity(self._on_device(data), EpisodeSampler(data, config.n_shot, config.n_query,
-                                                                               seed=seed + 1), n_per_step,
-                                         config.episodes_per_task, seed + 1)
-            captured = CapturedStep(self.model, self.regularizer, capacity, capture=self.device.type == "cuda")
+        captured = self._captured_step(data, n_per_step) if self.cuda_graph and fast and \
+            not config.separate_bn_batches and self.episodes_per_pass is None else None
         bar = tqdm(range(steps), desc="Pin-Tuning meta-training", disable=not progress)
         for step in bar:
             start = time.perf_counter()

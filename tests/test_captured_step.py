@@ -199,3 +199,15 @@ def test_a_failed_capture_falls_back_to_eager_steps(cld, float64, monkeypatch, c
     got = ({k: float(v) for k, v in parts.items()}, _grads(model.model),
            {n: b.clone() for n, b in model.model.named_buffers()})
     _assert_same(got, _step(oracle, dataset.batch(episodes, None, frozen, capacity=capacity), model.regularizer))
+
+
+def test_the_captured_step_is_kept_across_fit_calls_while_nothing_changes(cld):
+    model = PinTuningModel.for_dataset(cld, seed=0, encoder="gcn_scratch", **TINY)
+    model.episodes_per_pass, model.cuda_graph = None, True
+    model.fit(cld, steps=1, seed=0, progress=False)
+    first = model._captured[1]
+    model.fit(cld, steps=1, seed=7, progress=False)                  # another seed: the same capacity and step
+    assert model._captured[1] is first
+    model.config.inner_lr = 0.05                                      # a setting the graph would have baked in
+    model.fit(cld, steps=1, seed=7, progress=False)
+    assert model._captured[1] is not first
