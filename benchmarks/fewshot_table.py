@@ -65,7 +65,8 @@ def support_digest(data, shots: int, eval_seed: int) -> str:
 def pintuning_cell(data, dataset: str, shots: int, seed: int, args, device, seeds: list, tag: str = "",
                    deployment: bool = True, **overrides) -> dict:
     """Meta-train Pin-Tuning (resumable) and score it under the published, honest and deployment protocols."""
-    from deepchem_pintuning.model import PinTuningModel, best_of_evaluations
+    from deepchem_pintuning.fewshot_evaluation import best_of_evaluations
+    from deepchem_pintuning.model import PinTuningModel
     from deepchem_pintuning.pintuning import published_hyperparameters
 
     settings = {**published_hyperparameters(dataset, shots), **({"encoder_path": args.encoder_path}
@@ -103,7 +104,8 @@ def rescored_cell(folder: Path, dataset: str, shots: int, seed: int, args) -> di
     published protocol only if they drew fresh supports; otherwise their best is kept apart, as
     ``best_of_fixed_evaluations``."""
     from deepchem_pintuning.data import load_fewshot
-    from deepchem_pintuning.model import PinTuningModel, best_of_evaluations
+    from deepchem_pintuning.fewshot_evaluation import best_of_evaluations
+    from deepchem_pintuning.model import PinTuningModel
 
     device, device_name = cell_device(args)
     model = PinTuningModel.load(str(folder), device=device)

@@ -15,7 +15,7 @@ from deepchem.models.torch_models import TorchModel
 from tqdm.auto import tqdm
 
 from deepchem_pintuning.assay_scoring import AssayScoring
-from deepchem_pintuning.batched_meta_training import DeviceDataset, batched_predict_episode, meta_gradients
+from deepchem_pintuning.batched_meta_training import DeviceDataset, meta_gradients
 from deepchem_pintuning.batching import collate_graphs
 from deepchem_pintuning.captured_step import CapturedStep, training_capacity
 from deepchem_pintuning.data import FewShotDataset, project_data_dir
@@ -23,37 +23,17 @@ from deepchem_pintuning.deepchem_contract import (PREDICT_INSTEAD, as_fewshot, s
                                                   write_history)
 from deepchem_pintuning.emb_bwc import EmbBWC, estimate_fisher
 from deepchem_pintuning.encoder import PretrainedGNN
-from deepchem_pintuning.episodes import Episode, EpisodeSampler, class_sorted, evaluation_episodes
+from deepchem_pintuning.episodes import Episode, EpisodeSampler
 from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
-from deepchem_pintuning.meta_training import episode_inputs, meta_loss, predict_episode
-from deepchem_pintuning.inductive import adapt_to_support, score_molecules
+from deepchem_pintuning.fewshot_evaluation import DEFAULT_METRICS, FewShotEvaluation
+from deepchem_pintuning.meta_training import episode_inputs, meta_loss
 from deepchem_pintuning.model_directory import SavedModel
 from deepchem_pintuning.pintuning import PinTuning, PinTuningConfig
 
 logger = logging.getLogger(__name__)
 
 
-def best_of_evaluations(history: Sequence[Dict]) -> Dict:
-    """The evaluation record with the highest ROC-AUC: the published protocol's number (best of the
-    evaluations made during meta-training, each on fresh supports with ``resample_eval_support``).
-
-    Examples
-    --------
-    >>> best_of_evaluations([{"step": 1, "loss": 0.7}, {"step": 1, "eval_roc_auc": 0.71},
-    ...                      {"step": 2, "eval_roc_auc": 0.75}, {"step": 3, "eval_roc_auc": 0.73}])["step"]
-    2
-    """
-    evaluations = [h for h in history if "eval_roc_auc" in h]
-    if not evaluations:
-        raise ValueError("the history holds no evaluation (fit with eval_every)")
-    return max(evaluations, key=lambda h: h["eval_roc_auc"])
-
-
-DEFAULT_METRICS = (dc.metrics.Metric(dc.metrics.roc_auc_score, name="roc_auc"),
-                   dc.metrics.Metric(dc.metrics.prc_auc_score, name="pr_auc"))
-
-
-class PinTuningModel(AssayScoring, SavedModel, TorchModel):
+class PinTuningModel(AssayScoring, FewShotEvaluation, SavedModel, TorchModel):
     """Pin-Tuning (Wang et al., NeurIPS 2024) for few-shot molecular property prediction.
 
     A pre-trained molecular GNN is adapted per property with MP-Adapters fed by an episode's
@@ -263,7 +243,8 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
         resample_eval_support: bool, default False
             Draw fresh support sets at every evaluation (evaluation seed ``eval_seed + k`` for the
             k-th evaluation of this call), as the official code does; the best of these
-            evaluations is the published protocol's number (:func:`best_of_evaluations`). By
+            evaluations is the published protocol's number
+            (:func:`~deepchem_pintuning.fewshot_evaluation.best_of_evaluations`). By
             default every evaluation uses the fixed supports of ``eval_seed``.
         fast: bool, default True
             All episodes of a step in one batch (:mod:`batched_meta_training`); False runs the
@@ -380,59 +361,6 @@ class PinTuningModel(AssayScoring, SavedModel, TorchModel):
         return self.history
 
     # ------------------------------------------------------------------ prediction
-    def evaluate_fewshot(self, data: FewShotDataset, seed: int = 0, tasks: Optional[Sequence[str]] = None,
-                         metrics: Sequence[dc.metrics.Metric] = DEFAULT_METRICS, fast: bool = True,
-                         protocol: str = "paper", progress: bool = False, return_scores: bool = False) -> Dict:
-        """Score the fixed evaluation episodes of ``seed`` (default: the meta-test properties).
-
-        Parameters
-        ----------
-        protocol: str, default "paper"
-            ``"paper"``: the published, transductive protocol (up to ``eval_query_chunk`` query
-            molecules share a context graph; query molecules' labels on the training properties are
-            visible; the adaptation step sees a random sample of the query). ``"deployment"``: what
-            :meth:`predict_smiles` does for a user: no auxiliary labels for any molecule, adaptation
-            on the support alone, every query molecule on a context graph of its own
-            (:mod:`deepchem_pintuning.inductive`).
-        fast: bool, default True
-            ``False`` scores the paper protocol with the per-chunk reference implementation.
-        progress: bool, default False
-            A progress bar over the properties.
-        return_scores: bool, default False
-            Also keep every query molecule's label and score per property (``per_task[task]
-            ["labels"]``, ``["scores"]``), e.g. for :func:`deepchem_pintuning.plotting.roc_pr_curves`.
-
-        Returns the unweighted mean over properties of each metric, plus ``per_task`` scores.
-        """
-        if protocol not in ("paper", "deployment"):
-            raise ValueError(f"protocol must be 'paper' or 'deployment', got {protocol!r}")
-        self._ensure_built()
-        self._check_featurization(data)
-        frozen = self._frozen(data)
-        per_task: Dict[str, Dict[str, float]] = {}
-        episodes = evaluation_episodes(data, self.config.n_shot, seed, tasks, self.config.shuffle_aux)
-        for episode in tqdm(episodes, desc=f"evaluating ({protocol} protocol)", unit="property", disable=not progress):
-            if protocol == "paper" and self.config.eval_query_order == "class_sorted":
-                episode = class_sorted(episode)
-            if protocol == "deployment":
-                adapted = adapt_to_support(self.model, [data.graphs[i] for i in episode.support],
-                                           episode.support_labels, episode.task_index, episode.aux_task_indices,
-                                           seed, device=self.device, mode=self.config.deployment_adaptation)
-                scores = score_molecules(self.model, adapted, [data.graphs[i] for i in episode.query],
-                                         workers=self.workers)
-            elif fast:
-                scores = batched_predict_episode(self.model, self._on_device(data), episode, frozen, seed,
-                                                 self.eval_chunks_per_pass, self.workers)
-            else:
-                scores = predict_episode(self.model, data, episode, frozen, seed, self.device)
-            per_task[episode.task] = {m.name: float(m.compute_metric(episode.query_labels, scores))
-                                      for m in metrics}
-            if return_scores:
-                per_task[episode.task].update(labels=episode.query_labels.tolist(), scores=scores.tolist())
-        result: Dict = {m.name: float(np.mean([s[m.name] for s in per_task.values()])) for m in metrics}
-        result["per_task"] = per_task
-        return result
-
     def parameter_summary(self) -> Dict[str, int]:
         """Frozen and tuned parameter counts, per block."""
         return self.model.parameter_summary()

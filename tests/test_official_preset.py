@@ -8,7 +8,8 @@ from deepchem_pintuning.data import load_fewshot
 from deepchem_pintuning.episodes import EpisodeSampler, evaluation_episode
 from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
 from deepchem_pintuning.meta_training import episode_inputs, preserved_buffers
-from deepchem_pintuning.model import PinTuningModel, best_of_evaluations
+from deepchem_pintuning.fewshot_evaluation import best_of_evaluations
+from deepchem_pintuning.model import PinTuningModel
 from deepchem_pintuning.pintuning import PinTuningConfig
 
 TINY = dict(emb_dim=32, num_layer=2, adapter_dim=8, context_edge_hidden=8, encoder_dropout=0.0,
