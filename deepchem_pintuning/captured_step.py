@@ -137,7 +137,11 @@ class CapturedStep:
                                                                 for e in episodes]))
         if not self.capacity.holds(needed):
             return None
-        return self(dataset.batch(episodes, None, frozen, query_aux_offset, capacity=self.capacity))
+        try:
+            batch = dataset.batch(episodes, None, frozen, query_aux_offset, capacity=self.capacity)
+        except ValueError:   # padding bonds need a free atom slot: none if every group fills the capacity
+            return None
+        return self(batch)
 
     def _run(self) -> Tuple[Dict[str, torch.Tensor], PassState]:
         self._static.graphs.clear_cache()     # operators are rebuilt from the static batch's current contents

@@ -211,3 +211,17 @@ def test_the_captured_step_is_kept_across_fit_calls_while_nothing_changes(cld):
     model.config.inner_lr = 0.05                                      # a setting the graph would have baked in
     model.fit(cld, steps=1, seed=7, progress=False)
     assert model._captured[1] is not first
+
+
+def test_a_batch_that_fills_every_slot_runs_eagerly(cld):
+    """Padding bonds need a free atom slot; a batch with none (every group at the capacity) is declined."""
+    model = PinTuningModel.for_dataset(cld, seed=0, encoder="gcn_scratch", **TINY)
+    episodes = [_steps(cld, 1, per_step=1)[0][0]] * 2                # two identical groups: equal atom counts
+    dataset = DeviceDataset(cld)
+    needed = BatchCapacity.needed(dataset.graphs, _molecules(episodes))
+    full = CapturedStep(model.model, model.regularizer, BatchCapacity(needed.atom_slots, needed.atoms,
+                                                                      needed.bonds + 8), capture=False)
+    assert full.try_step(dataset, episodes, None, 0) is None
+    roomy = CapturedStep(model.model, model.regularizer, BatchCapacity(needed.atom_slots + 1, needed.atoms,
+                                                                       needed.bonds + 8), capture=False)
+    assert roomy.try_step(dataset, episodes, None, 0) is not None
