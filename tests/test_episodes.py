@@ -66,3 +66,23 @@ def test_bad_arguments(cld):
         EpisodeSampler(cld, n_shot=5, n_query=1)
     with pytest.raises(KeyError, match="no property"):
         EpisodeSampler(cld, n_shot=5).sample("not-a-property")
+
+
+def test_sampling_without_setdiff1d_draws_the_same_episodes(cld, monkeypatch):
+    """Episodes remove drawn molecules by binary search; np.setdiff1d (the oracle) gives the same episodes."""
+    import deepchem_pintuning.episodes as episodes_module
+
+    def draw():
+        sampler = EpisodeSampler(cld, n_shot=5, seed=3)
+        return [sampler.sample() for _ in range(40)]
+
+    fast = draw()
+    monkeypatch.setattr(episodes_module, "_without", lambda values, removed: np.setdiff1d(values, removed))
+    oracle = draw()
+    for a, b in zip(fast, oracle):
+        assert a.task == b.task and np.array_equal(a.support, b.support) and np.array_equal(a.query, b.query)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        values = np.unique(rng.integers(0, 500, 60))
+        removed = rng.choice(values, rng.integers(0, len(values)), replace=False)
+        assert np.array_equal(episodes_module._without(values, removed), np.setdiff1d(values, removed))
