@@ -155,8 +155,8 @@ def plot(cells: list, path: Path) -> None:
     from deepchem_pintuning.plotting import evaluation_curves
     table = aggregate(cells)
     keys = sorted(table, key=_row_order)
-    fig, (ax, curves) = plt.subplots(1, 2, figsize=(max(6, 0.5 * len(keys)) + 5, 4),
-                                     gridspec_kw={"width_ratios": [max(6, 0.5 * len(keys)), 5]})
+    width = max(8, 0.35 * len(keys))
+    fig, (ax, curves) = plt.subplots(2, 1, figsize=(width, 9), gridspec_kw={"height_ratios": [4, 3.5]})
     for i, key in enumerate(keys):
         row = table[key]
         for offset, protocol, colour in ((-0.25, "published", "tab:blue"), (0, "honest", "tab:orange"),

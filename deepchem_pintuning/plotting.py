@@ -115,6 +115,8 @@ def evaluation_curves(runs: Mapping[str, Sequence[Sequence[Dict]]], ax: Optional
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 4))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if len(runs) > len(colours):            # more configurations than the default cycle tells apart
+        colours = [plt.cm.tab20(i) for i in range(20)]
     for number, (name, histories) in enumerate(runs.items()):
         for run, history in enumerate(histories):
             evaluations = [record for record in history if key in record]
@@ -124,7 +126,10 @@ def evaluation_curves(runs: Mapping[str, Sequence[Sequence[Dict]]], ax: Optional
     ax.set_xlabel("outer step")
     ax.set_ylabel("ROC-AUC (one line per run)")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    if len(runs) > 6:                       # a long legend goes beside the axes, not over the curves
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    else:
+        ax.legend(fontsize=8)
     return ax.figure
 
 
