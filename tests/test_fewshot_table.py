@@ -87,6 +87,20 @@ def test_ablation_cells_are_the_papers_tables():
     assert {v for _, s, v, _ in both if s == 5} == set(ablations.TABLE2)
 
 
+def test_ablation_report_keeps_each_budget_apart(tmp_path):
+    import ablations
+    cell = {"dataset": "tox21", "shots": 10, "variant": "full", "seed": 0, "honest": [0.80, 0.82],
+            "published": 0.85, "steps": 100, "device": "CPU", "encoder": "gcn", "training_seconds": 60.0}
+    longer = {**cell, "steps": 500, "honest": [0.86, 0.88], "published": 0.9}
+    text = ablations.report([cell, longer, {**longer, "seed": 1, "honest": [0.84, 0.86]}])
+    rows = [line for line in text.split("## Table 3")[0].splitlines() if line.startswith("| tox21 | 10 |")
+            and "| full |" in line]
+    assert [r.split("|")[3].strip() for r in rows] == ["100", "500"]
+    assert rows[0].split("|")[5].strip() == "81.00 (1)" and rows[1].split("|")[5].strip().startswith("86.00 ± 1.41 (2)")
+    ablations.plot([cell, longer], tmp_path / "ablations.png")
+    assert (tmp_path / "ablations.png").stat().st_size > 1000
+
+
 def test_per_property_scores_average_to_the_honest_number_and_are_drawn(cells, tmp_path):
     for cell in cells.values():
         per_task = cell["honest_per_task"]
