@@ -121,6 +121,7 @@ class BatchCapacity:
         return cls(int(atoms.sum(1).max()), int(atoms.sum()), int(packed.host_n_bonds[molecules].sum()))
 
     def holds(self, needed: "BatchCapacity") -> bool:
+        """Whether a batch that needs ``needed`` fits this capacity (each size at least as large)."""
         return self.atom_slots >= needed.atom_slots and self.atoms >= needed.atoms and self.bonds >= needed.bonds
 
 
