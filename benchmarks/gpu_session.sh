@@ -10,8 +10,8 @@
 #      no host synchronisation in a step; the captured step replayed as a CUDA graph against the eager step);
 #   2. benchmarks/speed.py --only gpu: reference vs one-batch fast path, eager and replayed as a CUDA
 #      graph (model.cuda_graph), s / outer step and per evaluation (issue targets: <= 0.1 s per step,
-#      2,000 Tox21 steps in < 5 min), then benchmarks/profile_step.py: kernel launches, host syncs and
-#      GPU kernel time per step (benchmarks/cuda_graph_probe.py, which answered whether a step captures
+#      2,000 Tox21 steps in < 5 min), then benchmarks/profile_step.py, eager and replayed: kernel launches,
+#      host syncs and GPU kernel time per step (benchmarks/cuda_graph_probe.py, which answered whether a step captures
 #      at all, is no longer run: the captured step is now measured in speed.py);
 #   3. the backlog of meta-trained cells that a CPU takes hours for, in order, several side by side,
 #      until the time is spent (a cell is written when it is finished; a rerun skips finished cells, but
@@ -21,7 +21,7 @@
 #      10-shot ablations (issue 17) and MUV at 500 steps; all with 20 evaluations and 5 support draws,
 #      and with --cuda-graph when the captured step's CUDA test passed (each cell counts its replayed steps).
 # Everything lands in $OUT (at most 8 files come back): gpu_session.log (the CUDA tests' output included),
-# speed_gpu.{json,md}, profile_gpu.json, cells.tgz (fewshot_table/ and ablations/ cells). Back here:
+# speed_gpu.{json,md}, profile_gpu{,_graph}.json, cells.tgz (fewshot_table/ and ablations/ cells). Back here:
 # tar xzf cells.tgz -C benchmarks/results, then fewshot_table.py --report-only and ablations.py
 # --report-only; keep speed_gpu.* beside speed.json (it is the GPU half of the speed report).
 set -uo pipefail
@@ -55,6 +55,8 @@ python3 benchmarks/speed.py --only gpu --steps 8 --rounds 1 --out "$OUT/speed_gp
 
 echo "== [$(elapsed) s] profile_step.py"
 python3 benchmarks/profile_step.py "$OUT/profile_gpu.json" || echo "profile_step.py failed (exit status $?)"
+python3 benchmarks/profile_step.py --cuda-graph "$OUT/profile_gpu_graph.json" \
+    || echo "profile_step.py --cuda-graph failed (exit status $?)"
 
 # the backlog: each command is stopped before the call's limit, so that this log and the finished cells come back
 cells=/tmp/cells

@@ -8,6 +8,7 @@ synchronisations per step (without those of the checkpoint save that ends ``fit`
 the GPU kernel time per step and the top operators::
 
     python benchmarks/profile_step.py benchmarks/results/profile_gpu.json    # benchmarks/gpu_session.sh
+    python benchmarks/profile_step.py --cuda-graph benchmarks/results/profile_gpu_graph.json
 """
 from __future__ import annotations
 
@@ -30,17 +31,22 @@ SYNCS = ("cudaMemcpyAsync", "cudaStreamSynchronize", "cudaDeviceSynchronize")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="JSON to write")
+    parser.add_argument("--cuda-graph", action="store_true", help="profile the replayed configuration (GPU only)")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
-    # speed.py's fast configurations: one batch of all episodes on a GPU (eager), one episode per pass on a CPU thread
-    config = next(c for c in GPU_CONFIGS if c["name"] == FAST_GPU) if cuda else \
+    if args.cuda_graph and not cuda:
+        parser.error("--cuda-graph: CUDA is not available on this machine")
+    # speed.py's fast configurations: one batch of all episodes on a GPU (eager, or replayed as a CUDA graph),
+    # one episode per pass on a CPU thread
+    name = GPU_CONFIGS[-1]["name"] if args.cuda_graph else FAST_GPU
+    config = next(c for c in GPU_CONFIGS if c["name"] == name) if cuda else \
         next(c for c in CPU_CONFIGS if c["name"] == "fast, 1 thread")
     data, model, sync = warmed_up_model(config, warmup_steps=2)
     sync()
     start = time.perf_counter()
     model.fit(data, steps=3, seed=5, progress=False)
     sync()
-    result = {"device": torch.cuda.get_device_name() if cuda else "cpu, 1 thread",
+    result = {"device": torch.cuda.get_device_name() if cuda else "cpu, 1 thread", "configuration": config["name"],
               "seconds_per_step_unprofiled": (time.perf_counter() - start) / 3, "steps_profiled": 2}
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:

@@ -22,7 +22,8 @@ def test_the_session_script_parses_and_names_the_carry_that_git_ignores():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
-@pytest.mark.parametrize("command", [["speed.py", "--only", "gpu"], ["cuda_graph_probe.py", "probe.json"]])
+@pytest.mark.parametrize("command", [["speed.py", "--only", "gpu"], ["cuda_graph_probe.py", "probe.json"],
+                                     ["profile_step.py", "--cuda-graph", "probe.json"]])
 def test_gpu_only_benchmarks_without_cuda_are_a_one_line_error(command, tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / command[0]), *command[1:]],
                           capture_output=True, text=True, cwd=tmp_path)
