@@ -38,7 +38,7 @@ import torch
 
 from deepchem_pintuning.batched_meta_training import DeviceDataset, meta_gradients
 from deepchem_pintuning.emb_bwc import EmbBWC
-from deepchem_pintuning.episode_batch import BatchCapacity, EpisodeBatch, PackedGraphs
+from deepchem_pintuning.episode_batch import BatchCapacity, CapacityExceeded, EpisodeBatch, PackedGraphs
 from deepchem_pintuning.episodes import Episode, EpisodeSampler
 from deepchem_pintuning.grouped_ops import PassState
 from deepchem_pintuning.pintuning import PinTuning
@@ -133,13 +133,9 @@ class CapturedStep:
                  query_aux_offset: int) -> Optional[Tuple[Dict[str, torch.Tensor], List[PassState]]]:
         """The step of ``episodes`` (:meth:`__call__`) if their batch fits the capacity, else None: the
         caller runs that step eagerly."""
-        needed = BatchCapacity.needed(dataset.graphs, np.stack([np.concatenate([e.support, e.query])
-                                                                for e in episodes]))
-        if not self.capacity.holds(needed):
-            return None
         try:
             batch = dataset.batch(episodes, None, frozen, query_aux_offset, capacity=self.capacity)
-        except ValueError:   # padding bonds need a free atom slot: none if every group fills the capacity
+        except CapacityExceeded:   # more than the capacity, or no free atom slot left for padding bonds
             return None
         return self(batch)
 

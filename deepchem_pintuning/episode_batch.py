@@ -98,6 +98,10 @@ def _segments(starts: torch.Tensor, counts: torch.Tensor, total: int) -> torch.T
     return torch.repeat_interleave(starts, counts, output_size=total) + torch.arange(total, device=counts.device) - offsets
 
 
+class CapacityExceeded(ValueError):
+    """A batch's molecules do not fit a :class:`BatchCapacity` (its caller may build them unpadded)."""
+
+
 @dataclass(frozen=True)
 class BatchCapacity:
     """Fixed sizes of a padded :class:`GraphBatch`: atom slots per group, atom entries, bond entries.
@@ -136,7 +140,7 @@ def _padding(host_atoms: np.ndarray, slots: int, needed: BatchCapacity, capacity
     free = np.concatenate([np.arange(g * slots + a, (g + 1) * slots) for g, a in enumerate(host_atoms)])
     extra_bonds = np.arange(capacity.bonds - needed.bonds)
     if len(extra_bonds) > len(free) * (n_slots - 1):
-        raise ValueError(f"{len(extra_bonds)} padding bonds do not fit on {len(free)} free atom slots")
+        raise CapacityExceeded(f"{len(extra_bonds)} padding bonds do not fit on {len(free)} free atom slots")
     rows = free[extra_bonds // (n_slots - 1)]
     cols = (rows + 1 + extra_bonds % (n_slots - 1)) % n_slots
     return free[:capacity.atoms - needed.atoms], rows, cols
@@ -224,13 +228,13 @@ class GraphBatch:
 def gather_graphs(packed: PackedGraphs, molecules: torch.Tensor,
                   capacity: Optional[BatchCapacity] = None) -> GraphBatch:
     """Collate ``molecules`` ``[E, M]`` (dataset indices, best a host tensor) into a padded :class:`GraphBatch`,
-    of the sizes of ``capacity`` when given (a ``ValueError`` if the molecules need more)."""
+    of the sizes of ``capacity`` when given (:class:`CapacityExceeded` if the molecules do not fit it)."""
     n_groups, n_mols = molecules.shape
     device = packed.atoms.device
     host = molecules.reshape(-1).cpu()
     needed = BatchCapacity.needed(packed, host.numpy().reshape(n_groups, n_mols))
     if capacity is not None and not capacity.holds(needed):
-        raise ValueError(f"these molecules need {needed}, more than the batch capacity {capacity}")
+        raise CapacityExceeded(f"these molecules need {needed}, more than the batch capacity {capacity}")
     slots, n_real, n_bonds = (capacity or needed).atom_slots, needed.atoms, needed.bonds
     flat = to_device(host, device)
     atoms_per_mol = packed.n_atoms[flat]

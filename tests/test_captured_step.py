@@ -13,7 +13,7 @@ import torch
 
 from deepchem_pintuning.batched_meta_training import DeviceDataset, meta_gradients
 from deepchem_pintuning.captured_step import CapturedStep, capacity_for
-from deepchem_pintuning.episode_batch import BatchCapacity
+from deepchem_pintuning.episode_batch import BatchCapacity, CapacityExceeded
 from deepchem_pintuning.episodes import EpisodeSampler
 from deepchem_pintuning.model import PinTuningModel
 
@@ -93,7 +93,7 @@ def test_a_batch_larger_than_the_capacity_is_refused(cld):
     needed = BatchCapacity.needed(dataset.graphs, _molecules(episodes))
     for small in (BatchCapacity(needed.atom_slots - 1, needed.atoms, needed.bonds),
                   BatchCapacity(needed.atom_slots, needed.atoms, needed.bonds - 1)):
-        with pytest.raises(ValueError, match="more than the batch capacity"):
+        with pytest.raises(CapacityExceeded, match="more than the batch capacity"):
             dataset.batch(episodes, capacity=small)
     too_many_atoms = BatchCapacity(needed.atom_slots, len(episodes) * needed.atom_slots + 1, needed.bonds)
     with pytest.raises(ValueError, match="atom entries needs at least that many slots"):
@@ -213,8 +213,9 @@ def test_the_captured_step_is_kept_across_fit_calls_while_nothing_changes(cld):
     assert model._captured[1] is not first
 
 
-def test_a_batch_that_fills_every_slot_runs_eagerly(cld):
-    """Padding bonds need a free atom slot; a batch with none (every group at the capacity) is declined."""
+def test_a_batch_that_does_not_fit_runs_eagerly(cld):
+    """A batch larger than the capacity is declined, and so is one with no free atom slot (every group at
+    the capacity) for its padding bonds."""
     model = PinTuningModel.for_dataset(cld, seed=0, encoder="gcn_scratch", **TINY)
     episodes = [_steps(cld, 1, per_step=1)[0][0]] * 2                # two identical groups: equal atom counts
     dataset = DeviceDataset(cld)
@@ -222,6 +223,11 @@ def test_a_batch_that_fills_every_slot_runs_eagerly(cld):
     full = CapturedStep(model.model, model.regularizer, BatchCapacity(needed.atom_slots, needed.atoms,
                                                                       needed.bonds + 8), capture=False)
     assert full.try_step(dataset, episodes, None, 0) is None
+    with pytest.raises(CapacityExceeded, match="padding bonds do not fit"):
+        dataset.batch(episodes, capacity=full.capacity)
+    small = CapturedStep(model.model, model.regularizer, BatchCapacity(needed.atom_slots - 1, needed.atoms,
+                                                                       needed.bonds), capture=False)
+    assert small.try_step(dataset, episodes, None, 0) is None        # more than the capacity: run eagerly
     roomy = CapturedStep(model.model, model.regularizer, BatchCapacity(needed.atom_slots + 1, needed.atoms,
                                                                        needed.bonds + 8), capture=False)
     assert roomy.try_step(dataset, episodes, None, 0) is not None
