@@ -62,7 +62,7 @@ def warmed_up_model(config: dict, warmup_steps: int = 1):
     model = PinTuningModel.for_dataset(data, seed=0, device=device, **published_hyperparameters("tox21", 10))
     model.workers = config["workers"]
     model.episodes_per_pass = config["per_pass"] or None
-    model.cuda_graph = config.get("cuda_graph", False)   # each fit call captures anew: its first step is slow
+    model.cuda_graph = config.get("cuda_graph", False)   # the warm-up fit captures; later fit calls replay
     model.fit(data, steps=warmup_steps, seed=0, progress=False, fast=config["fast"])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     return data, model, sync
