@@ -231,3 +231,17 @@ def test_a_batch_that_does_not_fit_runs_eagerly(cld):
     roomy = CapturedStep(model.model, model.regularizer, BatchCapacity(needed.atom_slots + 1, needed.atoms,
                                                                        needed.bonds + 8), capture=False)
     assert roomy.try_step(dataset, episodes, None, 0) is not None
+
+
+def test_a_pass_state_copy_applies_the_same_records_and_leaves_them_to_the_original():
+    """A replay refreshes its recorded statistics in place; each step applies a copy of the records."""
+    from deepchem_pintuning.grouped_ops import PassState
+    norm = torch.nn.BatchNorm1d(3)
+    state = PassState()
+    state.record(norm, torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[2.0, 2.0, 2.0]]))
+    state.copy().apply()
+    assert torch.allclose(norm.running_mean, torch.tensor([0.1, 0.2, 0.3]))
+    state.copy().apply()                                              # the original still holds its records
+    assert torch.allclose(norm.running_mean, torch.tensor([0.19, 0.38, 0.57]))
+    state.apply()
+    assert state.copy()._stats == {} and int(norm.num_batches_tracked) == 3
