@@ -206,6 +206,32 @@ def test_produced_sets_are_nested_hold_no_target_and_match_the_record(
         assert con.execute("select count(*) from systems").fetchone()[0] == len(
             set().union(*map(set, members.values())))
 
+    # one set rebuilt from scratch in another work dir reproduces its record, the others stay
+    work2 = tmp_path / "work2"
+    only = ["--work-dir", str(work2), *common[2:], "--sets", "random_3"]
+    for step in ("plan", "label", "cut"):
+        assert main([step, *only]) == 0
+    assert "random_3: rebuilt, same " in capsys.readouterr().err
+    rebuilt = json.loads(results.read_text())["sets"]
+    assert {n: e for n, e in rebuilt.items() if n != "random_3"} == {
+        n: e for n, e in again.items() if n != "random_3"}
+    assert rebuilt["random_3"]["labels"] == again["random_3"]["labels"]
+    assert rebuilt["random_3"]["rebuilt"]["labels_db_labelled"] == 3
+    assert sorted(p.name for p in work2.glob("moses_gfn2_*.db")) == [
+        "moses_gfn2_labels.db", "moses_gfn2_random_3.db"]
+    with sqlite3.connect(work2 / "moses_gfn2_labels.db") as con:
+        assert con.execute("select count(*) from systems").fetchone()[0] == 3
+    tampered = json.loads(results.read_text())
+    tampered["sets"]["random_3"]["labels"]["gap"]["mean"] += 0.001
+    tampered["sets"]["random_3"]["content_sha256"] = "0" * 64
+    results.write_text(json.dumps(tampered))
+    assert main(["cut", *only]) == 2
+    assert "other label statistics than recorded" in capsys.readouterr().err
+    assert json.loads(results.read_text()) == tampered
+    assert main(["cut", *only[:-1], "random_4"]) == 2
+    assert "unknown set(s) random_4; the plan has random_3" in capsys.readouterr().err
+    results.write_text(json.dumps(record))
+
     # the cached plan answers only for its own sizes
     assert main(["cut", *["3,7" if a == "3,6" else a for a in common]]) == 2
     assert "other seed, source file or set sizes" in capsys.readouterr().err

@@ -21,6 +21,10 @@ Three steps, each resumable and each safe to rerun (``S=benchmarks/schnet_transf
   checksums in ``benchmarks/results/schnet_pretraining_sets.json``.  An unfinished set is
   reported with its progress and not written.
 
+``--sets NAME ...`` limits ``label`` and ``cut`` to some sets, e.g. to rebuild one recorded set
+on a new machine: ``cut`` then checks that the rebuilt set has the recorded content digest
+(below) and leaves the record of the other sets as it is.
+
 The file SHA-256 of a database changes with every write (ASE stores creation times and the
 user), so the record also holds ``content_sha256``: a digest of input indices, SMILES, atomic
 numbers, positions and labels in set order, the same for the same inputs.
@@ -173,16 +177,26 @@ def walk(order: list[int], size: int, labelled: set[int], failed: set[int]):
     return members, pending
 
 
+def chosen_sets(plan: dict, names: list[str] | None) -> list[str]:
+    """The sets of ``--sets`` in :func:`priority` order (every set of the plan when None)."""
+    unknown = sorted(set(names or ()) - set(plan["sets"]))
+    if unknown:
+        raise ValueError(f"unknown set(s) {', '.join(unknown)}; the plan has "
+                         f"{', '.join(priority(plan))}")
+    return [n for n in priority(plan) if names is None or n in names]
+
+
 def label(args) -> None:
     """Label what the sets still need, in :func:`priority` order, until every set is final."""
     plan = load_plan(args)
+    names = chosen_sets(plan, args.sets)
     db = args.work_dir / LABELS_DB
     smiles = {m.index: m.smiles for m in read_smiles_table(args.source, SMILES_COLUMN).items}
     settings = XtbSettings(seed=args.seed)
     while True:
         labelled, failed = label_state(db)
         pending = {}  # insertion-ordered: the sets' needs in priority order
-        for name in priority(plan):
+        for name in names:
             spec = plan["sets"][name]
             _, needed = walk(plan["orders"][spec["order"]], spec["size"], labelled, failed)
             print(f"{name}: {len(needed)} molecules to label", file=sys.stderr, flush=True)
@@ -239,7 +253,14 @@ def write_set(out: Path, rows: list, source: ASEAtomsData, description: dict) ->
 
 
 def cut(args) -> dict:
+    """Write every finished set (of ``--sets``) and the record; see the module docstring.
+
+    With ``--sets``, the record of ``--results`` keeps its other sets and its labels-database
+    summary; a named set already recorded must reproduce its ``content_sha256`` (its entry is then
+    kept), else nothing is recorded and :class:`ValueError` says which set changed.
+    """
     plan = load_plan(args)
+    names = chosen_sets(plan, args.sets)
     db = args.work_dir / LABELS_DB
     labelled, failed = label_state(db)
     targets = [s for smiles in read_targets(args.targets_dir).values() for s in smiles]
@@ -247,7 +268,8 @@ def cut(args) -> dict:
               "xtb": ASEAtomsData(str(db)).metadata["provenance"] if db.exists() else None,
               "plan": {k: v for k, v in plan.items() if k != "orders" and
                        not k.endswith("_similarity")}, "sets": {}}
-    for name, spec in tqdm(plan["sets"].items(), desc="sets", disable=args.no_progress):
+    for name in tqdm(names, desc="sets", disable=args.no_progress):
+        spec = plan["sets"][name]
         order = plan["orders"][spec["order"]]
         members, pending = walk(order, spec["size"], labelled, failed)
         entry = {"order": spec["order"], "size": spec["size"], "labelled": len(members),
@@ -275,10 +297,45 @@ def cut(args) -> dict:
                 entry["tanimoto_to_" + target] = {
                     "min": min(values), "median": float(np.median(values)), "max": max(values)}
         record["sets"][name] = entry
+    if args.sets is not None:
+        record = _merged(record, args.results)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record["sets"], indent=2))
     return record
+
+
+def _merged(record: dict, results: Path) -> dict:
+    """``record`` (some sets, rebuilt) folded into the record already at ``results``.
+
+    A rebuilt set replaces its entry, which gains ``rebuilt``: how it compares with the entry it
+    replaces.  It must hold the same content (digest), or at least the same label statistics at
+    the recorded rounding (multi-threaded xTB can change labels in their last bits); anything else
+    is an error and the record is left unchanged.  An unfinished rebuild keeps the old entry.
+    """
+    if not results.is_file():
+        return record
+    merged = json.loads(results.read_text())
+    for name, entry in record["sets"].items():
+        before = merged["sets"].get(name)
+        if before is None or "content_sha256" not in before:
+            merged["sets"][name] = entry
+            continue
+        if "content_sha256" not in entry:
+            continue
+        if entry["content_sha256"] == before["content_sha256"]:
+            check = "same content digest as the replaced record"
+        elif entry["labels"] == before["labels"] and entry["size"] == before["size"]:
+            check = ("same label statistics as the replaced record; content digest differs "
+                     f"(was {before['content_sha256']})")
+        else:
+            raise ValueError(f"set {name} rebuilt with content {entry['content_sha256'][:12]} "
+                             f"and other label statistics than recorded in {results}; "
+                             "record left unchanged")
+        entry["rebuilt"] = {"labels_db_labelled": record["labelled"], "check": check}
+        merged["sets"][name] = entry
+        print(f"{name}: rebuilt, {check}", file=sys.stderr)
+    return merged
 
 
 def _sizes(text: str) -> list[int]:
@@ -299,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="random set sizes, comma-separated")
     parser.add_argument("--similar-size", type=int, default=SIMILAR_SIZE)
     parser.add_argument("--seed", type=int, default=0, help="seed of the order and embedding")
+    parser.add_argument("--sets", nargs="+", metavar="NAME",
+                        help="only these sets (e.g. random_10k freesolv_similar_10k); 'cut' then "
+                        "checks a recorded set's content digest and keeps the other records")
     parser.add_argument("--workers", type=int, default=1, help="Dask workers of 'label'")
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON written by 'cut'")
     parser.add_argument("--no-progress", action="store_true")
