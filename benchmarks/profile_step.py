@@ -5,10 +5,15 @@ one batch) and else on one CPU thread. Writes a JSON with the unprofiled seconds
 steps inside one ``fit`` call, the final checkpoint included), and from the profiled steps: CPU
 time of the operators, and on a GPU the kernel launches, host-device copies and stream
 synchronisations per step (without those of the checkpoint save that ends ``fit``, profiled on its own),
-the GPU kernel time per step and the top operators::
+the GPU kernel time per step and the top operators. It also counts the step's floating-point
+operations (``torch.utils.flop_counter``: dense products, forward and both backward orders; the
+sparse message-passing products are not counted and are a small share) and times a plain dense
+matrix product of the step's typical shape on the same device, so that the step's arithmetic rate
+can be read against what the device sustains::
 
     python benchmarks/profile_step.py benchmarks/results/profile_gpu.json    # benchmarks/gpu_session.sh
     python benchmarks/profile_step.py --cuda-graph benchmarks/results/profile_gpu_graph.json
+    OMP_NUM_THREADS=1 python benchmarks/profile_step.py benchmarks/results/profile_cpu.json
 """
 from __future__ import annotations
 
@@ -20,12 +25,27 @@ from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import CPU_CONFIGS, FAST_GPU, GPU_CONFIGS, warmed_up_model  # noqa: E402
 
 LAUNCHES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
 SYNCS = ("cudaMemcpyAsync", "cudaStreamSynchronize", "cudaDeviceSynchronize")
+
+
+def matmul_gflops(device: torch.device, sync, repeats: int = 200) -> float:
+    """GFLOP/s of a float32 product of an encoder layer's shape (1,024 atoms x 300 by 300 x 300)."""
+    a = torch.randn(1024, 300, device=device)
+    b = torch.randn(300, 300, device=device)
+    for _ in range(10):
+        a @ b
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync()
+    return 2 * 1024 * 300 * 300 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def main() -> None:
@@ -48,6 +68,12 @@ def main() -> None:
     sync()
     result = {"device": torch.cuda.get_device_name() if cuda else "cpu, 1 thread", "configuration": config["name"],
               "seconds_per_step_unprofiled": (time.perf_counter() - start) / 3, "steps_profiled": 2}
+    if not args.cuda_graph:     # a replay dispatches no operators to count
+        with FlopCounterMode(display=False) as counter:
+            model.fit(data, steps=1, seed=7, progress=False)
+        result["gflop_per_step"] = counter.get_total_flops() / 1e9
+        result["gflops_of_the_step"] = result["gflop_per_step"] / result["seconds_per_step_unprofiled"]
+    result["gflops_of_a_dense_layer_product"] = matmul_gflops(model.device, sync)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         model.fit(data, steps=2, seed=9, progress=False)

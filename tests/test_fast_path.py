@@ -300,3 +300,21 @@ def test_query_only_scoring_is_refused_where_molecules_are_coupled(cld):
         model.model.train()
         with pytest.raises(ValueError, match="eval mode"):
             batched_forward(model.model, {}, batch, query_only=True)
+
+
+def test_flop_count_reaches_the_second_order_backward(cld):
+    """profile_step.py counts a step's FLOPs with torch's dispatch-mode counter; the count it quotes
+    includes the double backward (more FLOPs than the first-order step) and is reproducible."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def step_flops(second_order):
+        model = PinTuningModel.for_dataset(cld, seed=0, encoder="gcn_scratch", second_order=second_order, **TINY)
+        batch = DeviceDataset(cld).batch(_episodes(cld), None, model._frozen(cld), model.config.query_aux_offset,
+                                         model.config.separate_bn_batches)
+        with FlopCounterMode(display=False) as counter:
+            meta_gradients(model.model, [batch], model.regularizer)
+        return counter.get_total_flops()
+
+    second = step_flops(True)
+    assert second == step_flops(True)
+    assert second > 1.2 * step_flops(False) > 0
