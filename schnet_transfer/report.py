@@ -280,12 +280,40 @@ def _figure(cells: Sequence[dict], report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(cells_dir: str | Path, out: str | Path, budget: dict) -> dict:
+def recorded_budgets(cells: Sequence[dict]) -> dict:
+    """Every value each budget entry takes over the cells, and the pre-training sets they used.
+
+    The report describes the cells, not the command that last rewrote it.  Epochs and
+    pre-training epochs are those the PaiNN cells trained (``details``; a baseline trains none),
+    the other entries those the cells' runs were given (``budget``).
+
+    Examples
+    --------
+    >>> recorded_budgets([{"budget": {"epochs": 25, "accelerator": "cpu"}, "pretrain": None},
+    ...                   {"budget": {"epochs": 30, "accelerator": "cpu"}, "pretrain": "a",
+    ...                    "details": {"epochs": 30, "pretrain_epochs": 15}}])
+    {'accelerator': ['cpu'], 'epochs': [30], 'pretrain_epochs': [15], 'pretrain_sets': ['a']}
+    """
+    trained = ("epochs", "pretrain_epochs")
+    values: dict[str, list] = {}
+    for cell in cells:
+        given = {k: v for k, v in cell.get("budget", {}).items()
+                 if k not in trained and k != "pretrain_sets"}
+        done = {k: v for k, v in (cell.get("details") or {}).items() if k in trained and v is not None}
+        for key, value in {**given, **done}.items():
+            if value not in values.setdefault(key, []):
+                values[key].append(value)
+    out = {k: sorted(v, key=json.dumps) for k, v in sorted(values.items())}
+    out["pretrain_sets"] = sorted({c["pretrain"] for c in cells if c.get("pretrain")})
+    return out
+
+
+def write_report(cells_dir: str | Path, out: str | Path) -> dict:
     """Write ``<out>.json``, ``<out>.md`` and ``<out>.png`` from the cells under ``cells_dir``."""
     cells = load_cells(cells_dir)
     if not cells:
         raise ValueError(f"no cells under {cells_dir}")
-    report = {"budget": budget, "units": {c["target"]: c["unit"] for c in cells},
+    report = {"budget": recorded_budgets(cells), "units": {c["target"]: c["unit"] for c in cells},
               "cells": len(cells), "summary": summarize(cells), "comparisons": comparisons(cells),
               "size_study": size_study(cells)}
     out = Path(out)

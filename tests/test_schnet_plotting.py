@@ -109,7 +109,7 @@ def test_report_summarizes_folds_and_pairs_models(cells, tmp_path):
     folder.mkdir(parents=True)
     for i, c in enumerate(cells["cells"]):
         (folder / f"{i:03d}.json").write_text(json.dumps(c))
-    report = write_report(tmp_path / "cells", tmp_path / "report", {"note": "test"})
+    report = write_report(tmp_path / "cells", tmp_path / "report")
     per_fold = [c["mae"] for c in sorted(cells["cells"], key=lambda c: c["fold"])
                 if c["method"] == "calc_linear" and c["size"] == "all"]
     row = next(r for r in report["summary"] if r["model"] == "calc_linear" and r["size"] == "all")
@@ -168,7 +168,14 @@ def test_size_study_rows_carry_each_sets_size_selection_and_folds(tmp_path):
     folder.mkdir(parents=True)
     for i, c in enumerate(cells):
         (folder / f"{i:03d}.json").write_text(json.dumps(c))
-    write_report(tmp_path / "cells", tmp_path / "report", {})
+    cells[0]["budget"] = {"epochs": 25, "threads": "1"}     # a run given 25 epochs trained 30
+    cells[0]["details"] = {"epochs": 30}
+    (folder / "000.json").write_text(json.dumps(cells[0]))
+    cells[-1]["budget"] = {"epochs": 40, "threads": "2", "pretrain_sets": ["old", "x"]}
+    (folder / f"{len(cells) - 1:03d}.json").write_text(json.dumps(cells[-1]))
+    report = write_report(tmp_path / "cells", tmp_path / "report")
+    assert report["budget"] == {"epochs": [30], "threads": ["1", "2"],
+                                "pretrain_sets": ["big", "old", "similar", "small"]}
     text = (tmp_path / "report.md").read_text()
     assert "| `big` | random | 10,000 | 0.200 ± 0.000 (2) |" in text
     assert "| `similar` | hopv_similar | 10,000 | 0.220 ± 0.000 (3) |" in text

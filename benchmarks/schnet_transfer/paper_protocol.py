@@ -106,11 +106,11 @@ def run(args) -> None:
     from schnet_transfer.report import SIZE_STUDY_METHODS, write_report
 
     work, cells_dir = Path(args.work_dir).resolve(), Path(args.cells) / "cells"
+    if args.report_only:
+        write_report(cells_dir, args.results)
+        return
     sets = _pretrain_sets(args.pretrain)
     info = budget(args)
-    if args.report_only:
-        write_report(cells_dir, args.results, info)
-        return
     needs_pretrain = [m for m in args.methods if METHODS[m][1]]
     if needs_pretrain and not sets:
         raise ValueError(f"{needs_pretrain} need a pre-training set: give --pretrain NAME=DB")
@@ -140,8 +140,8 @@ def run(args) -> None:
                 protocol.run_baselines(fold, size)
             else:
                 protocol.run_painn(method, fold, size, pretrain)
-            write_report(cells_dir, args.results, info)
-    write_report(cells_dir, args.results, info)
+            write_report(cells_dir, args.results)
+    write_report(cells_dir, args.results)
 
 
 def main(argv=None) -> int:
