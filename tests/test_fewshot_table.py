@@ -85,6 +85,9 @@ def test_ablation_cells_are_the_papers_tables():
     both = ablations.cells_to_run(["tox21", "sider"], [0, 1])
     assert len(both) == 2 * 2 * (len(ablations.VARIANTS) + len(ablations.TABLE2))   # Table 2 also at 5 shots
     assert {v for _, s, v, _ in both if s == 5} == set(ablations.TABLE2)
+    first = ablations.cells_to_run(["tox21"], [1, 2], shots=(10,), variants=["no_context", "full"])
+    assert first == [("tox21", 10, "no_context", 1), ("tox21", 10, "full", 1),
+                     ("tox21", 10, "no_context", 2), ("tox21", 10, "full", 2)]
 
 
 def test_ablation_report_keeps_each_budget_apart(tmp_path):
