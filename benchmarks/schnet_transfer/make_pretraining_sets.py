@@ -23,7 +23,8 @@ Three steps, each resumable and each safe to rerun (``S=benchmarks/schnet_transf
 
 ``--sets NAME ...`` limits ``label`` and ``cut`` to some sets, e.g. to rebuild one recorded set
 on a new machine: ``cut`` then checks that the rebuilt set has the recorded content digest
-(below) and leaves the record of the other sets as it is.
+(below), or at least the recorded label statistics, and leaves the record of the other sets as
+it is.
 
 The file SHA-256 of a database changes with every write (ASE stores creation times and the
 user), so the record also holds ``content_sha256``: a digest of input indices, SMILES, atomic
@@ -256,8 +257,8 @@ def cut(args) -> dict:
     """Write every finished set (of ``--sets``) and the record; see the module docstring.
 
     With ``--sets``, the record of ``--results`` keeps its other sets and its labels-database
-    summary; a named set already recorded must reproduce its ``content_sha256`` (its entry is then
-    kept), else nothing is recorded and :class:`ValueError` says which set changed.
+    summary, and a named set already recorded must reproduce it (:func:`_merged`), else nothing is
+    recorded and :class:`ValueError` says which set changed.
     """
     plan = load_plan(args)
     names = chosen_sets(plan, args.sets)
