@@ -359,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the order and embedding")
     parser.add_argument("--sets", nargs="+", metavar="NAME",
                         help="only these sets (e.g. random_10k freesolv_similar_10k); 'cut' then "
-                        "checks a recorded set's content digest and keeps the other records")
+                        "checks a recorded set against its record (content digest, else label "
+                        "statistics) and keeps the other records")
     parser.add_argument("--workers", type=int, default=1, help="Dask workers of 'label'")
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON written by 'cut'")
     parser.add_argument("--no-progress", action="store_true")
