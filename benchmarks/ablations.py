@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fewshot_report import budget_section  # noqa: E402
@@ -53,6 +54,16 @@ PAPER_TABLE3 = {"frozen_embeddings": {"tox21": 89.70, "sider": 90.12, "muv": 70.
                 "full": {"tox21": 91.56, "sider": 93.41, "muv": 73.22},
                 "fim": {"tox21": 90.93, "sider": 90.09, "muv": 72.17},
                 "efim": {"tox21": 91.32, "sider": 90.31, "muv": 72.78}}
+
+
+def paper_value(variant: str, dataset: str, shots: int, table: int) -> float | None:
+    """The paper's ROC-AUC % of a variant in its Table 2 (10 or 5 shots) or Table 3 (10 shots only); None where
+    the paper has no number. The full model is in both tables, not always with the same number (MUV: 73.33 in
+    Table 2, 73.22 in Table 3)."""
+    if table == 3:
+        return PAPER_TABLE3.get(variant, {}).get(dataset) if shots == 10 else None
+    pair = PAPER_TABLE2.get(variant, {}).get(dataset)
+    return None if pair is None else pair[0 if shots == 10 else 1]
 
 
 def cells_to_run(datasets, seeds, shots=(10, 5), variants=tuple(VARIANTS)) -> list:
@@ -93,6 +104,67 @@ def _ours(cells, dataset, shots, variant, steps, protocol) -> str:
     return f"{100 * np.mean(values):.2f}{spread} ({len(values)})"
 
 
+def paired_with_full(cells, dataset, shots, variant, steps) -> dict | None:
+    """The variant minus the full model, honest protocol, draw by draw on the same supports (ROC-AUC points).
+
+    A meta-trained model is the unit of replication: each seed gives the mean difference over its support
+    draws, and the 95 % interval is Student's t over those seed means (none with one seed). ``ahead`` counts
+    the draws, over all seeds, in which the variant scores above the full model. Seeds without a full-model
+    cell on the same supports are left out, so every difference is paired. None when no seed pairs.
+    """
+    full = {c["seed"]: c for c in _mine(cells, dataset, shots, "full", steps)}
+    per_seed, ahead, draws = [], 0, 0
+    for cell in sorted(_mine(cells, dataset, shots, variant, steps), key=lambda c: c["seed"]):
+        reference = full.get(cell["seed"])
+        if reference is None or reference["supports"] != cell["supports"]:
+            continue
+        difference = 100 * (np.asarray(cell["honest"]) - np.asarray(reference["honest"]))
+        per_seed.append(float(difference.mean()))
+        ahead += int((difference > 0).sum())
+        draws += difference.size
+    if not per_seed:
+        return None
+    half = (float(stats.t.ppf(0.975, len(per_seed) - 1) * np.std(per_seed, ddof=1) / np.sqrt(len(per_seed)))
+            if len(per_seed) > 1 else None)
+    mean = float(np.mean(per_seed))
+    table = 3 if variant in TABLE3 else 2
+    published, full_published = paper_value(variant, dataset, shots, table), paper_value("full", dataset, shots, table)
+    return {"dataset": dataset, "shots": shots, "steps": steps, "variant": variant, "seeds": len(per_seed),
+            "per_seed": per_seed, "mean": mean, "ci95": None if half is None else [mean - half, mean + half],
+            "ahead": ahead, "draws": draws,
+            "paper": None if published is None or full_published is None else round(published - full_published, 2)}
+
+
+def paired_rows(cells: list) -> list:
+    """:func:`paired_with_full` for every variant with a paired full-model cell (Table 2 at both shot counts)."""
+    rows = []
+    for dataset in sorted({c["dataset"] for c in cells}):
+        for steps in _budgets(cells, dataset):
+            for shots in (10, 5):
+                for variant in (v for v in VARIANTS if v != "full"):
+                    row = paired_with_full(cells, dataset, shots, variant, steps)
+                    rows += [row] if row else []
+    return rows
+
+
+def _paired_section(cells: list) -> list:
+    lines = ["## Paired with the full model (honest protocol, same supports)", "",
+             "Variant − full model in ROC-AUC points: mean over seeds of each seed's mean difference over its support "
+             "draws; 95 % interval: Student's t over the seeds (the meta-trained model is the unit of replication); "
+             "ahead: draws in which the variant scores above the full model. Paper: its variant − its full model, and "
+             "whether that difference lies inside our interval.", "",
+             "| dataset | shots | steps | variant | seeds | variant − full | 95 % interval | ahead | paper | paper inside |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in paired_rows(cells):
+        interval = f"{r['ci95'][0]:+.2f} to {r['ci95'][1]:+.2f}" if r["ci95"] else "—"
+        paper = f"{r['paper']:+.2f}" if r["paper"] is not None else "—"
+        inside = ("—" if r["paper"] is None or not r["ci95"] else
+                  "yes" if r["ci95"][0] <= r["paper"] <= r["ci95"][1] else "no")
+        lines.append(f"| {r['dataset']} | {r['shots']} | {r['steps']} | {r['variant']} | {r['seeds']} | "
+                     f"{r['mean']:+.2f} | {interval} | {r['ahead']}/{r['draws']} | {paper} | {inside} |")
+    return lines + [""]
+
+
 def _budgets(cells, dataset) -> list:
     """The meta-training budgets (outer steps) with cells of ``dataset``: one block of rows each."""
     return sorted({c["steps"] for c in cells if c["dataset"] == dataset})
@@ -112,11 +184,11 @@ def report(cells: list) -> str:
         for steps in _budgets(cells, dataset):
             for shots in (10, 5):
                 for variant in TABLE2:
-                    paper = PAPER_TABLE2[variant].get(dataset)
+                    paper = paper_value(variant, dataset, shots, 2)
                     lines.append(f"| {dataset} | {shots} | {steps} | {variant} | "
                                  f"{_ours(cells, dataset, shots, variant, steps, 'honest')} | "
                                  f"{_ours(cells, dataset, shots, variant, steps, 'published')} | "
-                                 f"{paper[0 if shots == 10 else 1] if paper else '—'} |")
+                                 f"{'—' if paper is None else paper} |")
     lines += ["", "## Table 3: Emb-BWC (10-shot)", "",
               "| dataset | steps | variant | ours honest | ours published-emulated | paper |", "|---|---|---|---|---|---|"]
     for dataset in datasets:
@@ -124,30 +196,47 @@ def report(cells: list) -> str:
             for variant in TABLE3:
                 lines.append(f"| {dataset} | {steps} | {variant} | {_ours(cells, dataset, 10, variant, steps, 'honest')} | "
                              f"{_ours(cells, dataset, 10, variant, steps, 'published')} | "
-                             f"{PAPER_TABLE3[variant].get(dataset, '—')} |")
-    lines += ["", *budget_section(cells, "variant", list(VARIANTS))]
+                             f"{paper_value(variant, dataset, 10, 3) or '—'} |")
+    lines += ["", *_paired_section(cells), *budget_section(cells, "variant", list(VARIANTS))]
     return "\n".join(lines) + "\n"
 
 
 def plot(cells: list, path: Path) -> None:
+    """One column per (dataset, shots, budget): honest ROC-AUC per variant with the paper's numbers (top), and
+    each variant minus the full model, paired, with its 95 % interval over seeds and the paper's difference
+    (bottom)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    panels = sorted({(c["dataset"], c["steps"]) for c in cells if c["shots"] == 10})
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
-    for ax, (dataset, steps) in zip(axes[0], panels):
-        names = [v for v in VARIANTS if _mine(cells, dataset, 10, v, steps)]
-        per_seed = [[100 * np.mean(c["honest"]) for c in _mine(cells, dataset, 10, v, steps)] for v in names]
-        ax.bar(range(len(names)), [np.mean(v) for v in per_seed], yerr=[np.std(v) for v in per_seed],
-               color="tab:orange", label="ours (honest, sd over seeds)")
-        paper = [PAPER_TABLE3.get(v, {}).get(dataset) or PAPER_TABLE2.get(v, {}).get(dataset, (np.nan,))[0]
-                 for v in names]
-        ax.plot(range(len(names)), paper, "k_", markersize=18, label="paper")
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-        ax.set_title(f"{dataset} 10-shot, {steps} steps")
-        ax.set_ylabel("ROC-AUC (%)")
-        ax.set_ylim(40, 100)
-        ax.legend(fontsize=7, loc="lower left")
+    panels = sorted({(c["dataset"], c["shots"], c["steps"]) for c in cells}, key=lambda p: (p[0], -p[1], p[2]))
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.5 * len(panels), 7.0), squeeze=False,
+                             gridspec_kw={"height_ratios": [1.1, 1]})
+    for column, (dataset, shots, steps) in enumerate(panels):
+        top, bottom = axes[0][column], axes[1][column]
+        names = [v for v in VARIANTS if _mine(cells, dataset, shots, v, steps)]
+        per_seed = [[100 * np.mean(c["honest"]) for c in _mine(cells, dataset, shots, v, steps)] for v in names]
+        top.bar(range(len(names)), [np.mean(v) for v in per_seed], yerr=[np.std(v) for v in per_seed],
+                color="tab:orange", label="ours (honest, sd over seeds)")
+        paper = [paper_value(v, dataset, shots, 3 if v in TABLE3 else 2) or np.nan for v in names]
+        top.plot(range(len(names)), paper, "k_", markersize=18, label="paper")
+        top.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+        top.set_title(f"{dataset} {shots}-shot, {steps} steps")
+        top.set_ylabel("ROC-AUC (%)")
+        top.set_ylim(40, 100)
+        top.legend(fontsize=7, loc="lower left")
+        rows = [r for r in (paired_with_full(cells, dataset, shots, v, steps) for v in names if v != "full") if r]
+        for y, r in enumerate(rows):
+            low, high = r["ci95"] or (r["mean"], r["mean"])
+            bottom.plot([low, high], [y, y], color="tab:orange", lw=2)
+            bottom.plot(r["mean"], y, "o", color="tab:orange", label="ours: variant − full, 95 % CI" if y == 0 else None)
+            if r["paper"] is not None:
+                bottom.plot(r["paper"], y, "kx", label="paper" if y == 0 else None)
+        bottom.axvline(0, color="grey", lw=0.8)
+        bottom.set_yticks(range(len(rows)), [r["variant"] for r in rows], fontsize=8)
+        bottom.invert_yaxis()
+        bottom.set_xlabel("ROC-AUC points (paired, same supports)")
+        if rows:
+            bottom.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -162,7 +251,8 @@ def main() -> None:
     add_cell_options(parser, "ablations")
     args = parser.parse_args()
     cells = cells_to_run(args.datasets, args.seeds, args.shots, args.variants)
-    run_cells(__file__, args, cells, run_cell, report, plot, meta_trained=VARIANTS)
+    run_cells(__file__, args, cells, run_cell, report, plot, summary=lambda done: {"paired_with_full": paired_rows(done)},
+              meta_trained=VARIANTS)
 
 
 if __name__ == "__main__":

@@ -195,3 +195,30 @@ def test_a_checkpoint_folder_resumes_only_the_run_it_holds(cells, args):
         again(argparse.Namespace(**{**vars(args), "evaluations": 1}))
     with pytest.raises(SystemExit, match=r"holds another run: emb_bwc='identity' \(requested 'none'\)"):
         again(emb_bwc="none")
+
+
+def test_ablation_differences_are_paired_on_the_same_supports_with_seeds_as_replicates():
+    import ablations
+    from scipy import stats
+
+    def cell(variant, seed, honest, supports=("a", "b")):
+        return {"dataset": "sider", "shots": 10, "variant": variant, "seed": seed, "steps": 100,
+                "honest": honest, "supports": list(supports), "published": max(honest), "device": "CPU",
+                "encoder": "gcn", "training_seconds": 60.0}
+    cells = [cell("full", 0, [0.80, 0.70]), cell("no_adapter", 0, [0.84, 0.69]),     # +4, -1 -> +1.5
+             cell("full", 1, [0.75, 0.75]), cell("no_adapter", 1, [0.80, 0.80]),     # +5, +5 -> +5
+             cell("full", 2, [0.70, 0.70]), cell("no_adapter", 2, [0.99, 0.99], supports=("c", "d")),  # unpaired
+             cell("no_adapter", 3, [0.99, 0.99])]                                     # no full model of seed 3
+    row = ablations.paired_with_full(cells, "sider", 10, "no_adapter", 100)
+    assert row["seeds"] == 2 and np.allclose(row["per_seed"], [1.5, 5.0]) and np.isclose(row["mean"], 3.25)
+    half = stats.t.ppf(0.975, 1) * np.std([1.5, 5.0], ddof=1) / np.sqrt(2)
+    assert np.allclose(row["ci95"], [3.25 - half, 3.25 + half])
+    assert (row["ahead"], row["draws"]) == (3, 4)
+    assert row["paper"] == round(74.04 - 93.41, 2)
+    assert ablations.paired_with_full(cells, "sider", 5, "no_adapter", 100) is None
+    single = ablations.paired_with_full(cells[:2], "sider", 10, "no_adapter", 100)
+    assert single["ci95"] is None and np.isclose(single["mean"], 1.5)
+    line = next(x for x in ablations.report(cells).splitlines() if x.startswith("| sider | 10 | 100 | no_adapter | 2 |"))
+    assert line.split("|")[6:11] == [" +3.25 ", f" {3.25 - half:+.2f} to {3.25 + half:+.2f} ", " 3/4 ", " -19.37 ", " no "]
+    emb = ablations.paired_with_full([cell("full", 0, [0.8]), cell("fim", 0, [0.8])], "sider", 10, "fim", 100)
+    assert emb["paper"] == round(90.09 - 93.41, 2) and (emb["ahead"], emb["mean"]) == (0, 0.0)   # Table 3's numbers
