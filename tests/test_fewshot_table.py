@@ -222,3 +222,24 @@ def test_ablation_differences_are_paired_on_the_same_supports_with_seeds_as_repl
     assert line.split("|")[6:11] == [" +3.25 ", f" {3.25 - half:+.2f} to {3.25 + half:+.2f} ", " 3/4 ", " -19.37 ", " no "]
     emb = ablations.paired_with_full([cell("full", 0, [0.8]), cell("fim", 0, [0.8])], "sider", 10, "fim", 100)
     assert emb["paper"] == round(90.09 - 93.41, 2) and (emb["ahead"], emb["mean"]) == (0, 0.0)   # Table 3's numbers
+
+
+def test_report_scores_every_row_of_a_seed_on_the_draws_they_all_have():
+    def cell(method, honest, eval_seeds, supports, seed=0):
+        return {"dataset": "tox21", "shots": 5, "method": method, "seed": seed, "eval_seeds": eval_seeds,
+                "supports": supports, "honest": honest, "honest_per_task": {"NR-AR": honest},
+                "device": "CPU", "encoder": "gcn", "wall_seconds": 1.0}
+    five = cell("frozen", [0.6, 0.7], [10, 11], ["a", "b"])
+    ten = cell("ecfp_rf", [0.5, 0.6, 0.9], [10, 11, 12], ["a", "b", "c"])
+    other_seed = cell("ecfp_rf", [0.8, 0.8, 0.8], [20, 21, 22], ["d", "e", "f"], seed=1)
+    cut = {(c["method"], c["seed"]): c for c in fewshot_report.on_shared_supports([five, ten, other_seed])}
+    assert cut[("ecfp_rf", 0)]["honest"] == [0.5, 0.6] and cut[("ecfp_rf", 0)]["supports"] == ["a", "b"]
+    assert cut[("ecfp_rf", 0)]["honest_per_task"] == {"NR-AR": [0.5, 0.6]} and cut[("frozen", 0)] == five
+    assert cut[("ecfp_rf", 1)]["honest"] == [0.8] * 3                    # no other method on seed 1: all draws
+    assert ten["honest"] == [0.5, 0.6, 0.9]                                # the cells themselves are not changed
+    text = fewshot_report.report([five, ten, other_seed])
+    row = next(line for line in text.splitlines() if line.startswith("| tox21 | 5 | ecfp_rf |"))
+    assert row.split("|")[7].strip() == f"{100 * np.mean([0.55, 0.8]):.2f} ± {100 * np.std([0.55, 0.8], ddof=1):.2f}"
+    assert "tox21 5-shot 2 or 3 (by seed)" in text
+    with pytest.raises(ValueError, match="evaluation seed 11"):
+        fewshot_report.on_shared_supports([five, {**ten, "supports": ["a", "x", "c"]}])
