@@ -266,6 +266,33 @@ def test_fisher_variant_estimates_on_moses(cld):
     assert model.regularizer.importance == "embedding_fisher"
 
 
+_SEEDED_FIT = """
+import sys, torch
+from deepchem_pintuning.data import load_fewshot
+from deepchem_pintuning.model import PinTuningModel
+settings = dict(emb_dim=32, num_layer=2, adapter_dim=8, context_edge_hidden=8, encoder="gin_scratch", n_shot=5,
+                tasks_per_step=3, episodes_per_task=2, encoder_dropout=0.2, context_dropout=0.2)
+model = PinTuningModel.for_dataset(load_fewshot("toxcast-CLD"), seed=int(sys.argv[2]), **settings)
+model.fit(load_fewshot("toxcast-CLD"), steps=2)
+torch.save({n: p.detach() for n, p in model.model.state_dict().items()}, sys.argv[1])
+"""
+
+
+def test_meta_training_is_reproducible_for_a_seed_across_processes(tmp_path):
+    """Same data, settings and seed -> bit-identical weights and BatchNorm buffers, dropout on, each run in
+    its own process (so no state of a process, e.g. Python's per-process string hashing, leaks in)."""
+    import os
+    import subprocess
+    import sys
+    weights = {}
+    for run, seed in (("a", 0), ("b", 0), ("c", 1)):
+        subprocess.run([sys.executable, "-c", _SEEDED_FIT, str(tmp_path / run), str(seed)], check=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "random"})
+        weights[run] = torch.load(tmp_path / run)
+    assert all(torch.equal(weights["a"][n], weights["b"][n]) for n in weights["a"])
+    assert not all(torch.equal(weights["a"][n], weights["c"][n]) for n in weights["a"])
+
+
 def test_save_restore_gives_identical_predictions(cld, tmp_path):
     model = PinTuningModel.for_dataset(cld, model_dir=str(tmp_path), seed=0, **TINY)
     model.fit(cld, steps=2, seed=0, progress=False)
