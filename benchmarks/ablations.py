@@ -12,7 +12,8 @@ published-emulated one (best of ``--evaluations`` evaluations on fresh supports)
 runs live under ``--checkpoint-dir``, shared with ``fewshot_table.py``: the full model is the
 report's Pin-Tuning run of the same budget, trained once for both (a folder resumes only the run it
 holds, see ``pintuning_tox21.check_resumable``). Writes
-``benchmarks/results/ablations.{json,md,png}`` with the paper's numbers beside ours::
+``benchmarks/results/ablations.{json,md,png}`` with the paper's numbers beside ours and every variant
+paired with the full model of its seed on the same supports (:func:`paired_with_full`)::
 
     python benchmarks/ablations.py --datasets tox21 sider muv --seeds 0 1 2 --steps 2000
     python benchmarks/ablations.py --report-only
@@ -194,9 +195,10 @@ def report(cells: list) -> str:
     for dataset in datasets:
         for steps in _budgets(cells, dataset):
             for variant in TABLE3:
+                paper = paper_value(variant, dataset, 10, 3)
                 lines.append(f"| {dataset} | {steps} | {variant} | {_ours(cells, dataset, 10, variant, steps, 'honest')} | "
                              f"{_ours(cells, dataset, 10, variant, steps, 'published')} | "
-                             f"{paper_value(variant, dataset, 10, 3) or '—'} |")
+                             f"{'—' if paper is None else paper} |")
     lines += ["", *_paired_section(cells), *budget_section(cells, "variant", list(VARIANTS))]
     return "\n".join(lines) + "\n"
 

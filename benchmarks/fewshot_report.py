@@ -2,7 +2,7 @@
 
 One row per (dataset, shots, method, Pin-Tuning's outer steps) with every protocol's mean ± sd over
 seeds and the paper's number beside it (ToxCast: the nine GS-Meta groups averaged per seed, as the
-paper does); a budget table (steps, seeds, encoder, device, wall time) shared with ``ablations.py``;
+paper does), every row of a seed on the support draws all its cells share (:func:`on_shared_supports`); a budget table (steps, seeds, encoder, device, wall time) shared with ``ablations.py``;
 bars with spread, learning curves and per-property ROC-AUC.
 """
 from __future__ import annotations
