@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fewshot_report import METHODS, TOXCAST, aggregate, on_shared_supports, plot, report  # noqa: E402
+from fewshot_report import METHODS, TOXCAST, aggregate, plot, report  # noqa: E402
 from pintuning_tox21 import RESULTS, run_pintuning  # noqa: E402
 
 DATASETS = ["tox21", "sider", "muv", "toxcast", "pcba"]
@@ -258,7 +258,7 @@ def main() -> None:
         args.report_only = True
     cells = [(d, s, m, seed) for d in expand(args.datasets) for s in args.shots for m in args.methods
              for seed in args.seeds]
-    run_cells(__file__, args, cells, run_cell, report, plot, lambda done: {"table": aggregate(on_shared_supports(done))})
+    run_cells(__file__, args, cells, run_cell, report, plot, lambda done: {"table": aggregate(done)})
 
 
 if __name__ == "__main__":

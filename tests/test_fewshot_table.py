@@ -241,5 +241,6 @@ def test_report_scores_every_row_of_a_seed_on_the_draws_they_all_have():
     row = next(line for line in text.splitlines() if line.startswith("| tox21 | 5 | ecfp_rf |"))
     assert row.split("|")[7].strip() == f"{100 * np.mean([0.55, 0.8]):.2f} ± {100 * np.std([0.55, 0.8], ddof=1):.2f}"
     assert "tox21 5-shot 2 or 3 (by seed)" in text
+    assert np.isclose(fewshot_report.per_property([five, ten])[("tox21", 5)]["ecfp_rf"]["NR-AR"], 0.55)
     with pytest.raises(ValueError, match="evaluation seed 11"):
         fewshot_report.on_shared_supports([five, {**ten, "supports": ["a", "x", "c"]}])
