@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import deepchem as dc
 import numpy as np
@@ -52,7 +52,8 @@ class PinTuningModel(AssayScoring, FewShotEvaluation, SavedModel, TorchModel):
     config: PinTuningConfig, optional
         Full settings; keyword arguments that name a config field override it.
     model_dir, device, seed:
-        As for :class:`deepchem.models.TorchModel`; ``seed`` seeds the initialisation.
+        As for :class:`deepchem.models.TorchModel`, ``device`` also by name (``"cpu"``, ``"cuda:0"``);
+        ``seed`` seeds the initialisation.
     prebuilt_encoder: PretrainedGNN, optional
         Used instead of ``config.encoder`` loaded from its file (:meth:`load` passes an empty one:
         every weight is in the checkpoint).
@@ -75,11 +76,17 @@ class PinTuningModel(AssayScoring, FewShotEvaluation, SavedModel, TorchModel):
 
     def __init__(self, n_tasks: int, test_task_ids: Sequence[int] = (), protocol: str = "paper",
                  config: Optional[PinTuningConfig] = None, model_dir: Optional[str] = None,
-                 device: Optional[torch.device] = None, seed: Optional[int] = None,
+                 device: Optional[Union[str, torch.device]] = None, seed: Optional[int] = None,
                  prebuilt_encoder: Optional[PretrainedGNN] = None, **kwargs):
         base_kwargs, overrides = split_torchmodel_kwargs(kwargs)
         if protocol not in ("paper", "official"):
             raise ValueError(f"protocol must be 'paper' or 'official', got {protocol!r}")
+        if isinstance(device, str):   # "cpu", "cuda:0": TorchModel itself keeps a string as it is
+            try:
+                device = torch.device(device)
+            except RuntimeError:
+                raise ValueError(f"device must be a torch device or its name such as 'cpu' or 'cuda', "
+                                 f"got {device!r}") from None
         if config is None:
             config = PinTuningConfig.for_protocol(protocol, **overrides)
         elif overrides:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 import torch
 
@@ -64,7 +64,7 @@ class SavedModel:
         Path(model_dir or self.model_dir, CONFIG_FILE).write_text(json.dumps(settings, indent=1))
 
     @classmethod
-    def load(cls, model_dir: str, device: Optional[torch.device] = None) -> "SavedModel":
+    def load(cls, model_dir: str, device: Optional[Union[str, torch.device]] = None) -> "SavedModel":
         """Rebuild a model saved by :meth:`save_checkpoint` (or :meth:`fit`) and restore its weights.
 
         A missing, incomplete or mismatched model directory raises :class:`ModelDirectoryError`

@@ -5,6 +5,7 @@ import deepchem as dc
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from deepchem_pintuning.deepchem_contract import HISTORY_FILE
 from deepchem_pintuning.model import PinTuningModel
@@ -56,6 +57,15 @@ def test_stock_constructor_arguments(cld, tmp_path):
     assert model.config.meta_lr == 2e-3 and model.batch_size == 8 and model.tensorboard
     model.fit(cld, steps=2, progress=False)
     assert list(tmp_path.glob("events.out.tfevents*"))       # the loss went to TensorBoard
+
+
+def test_device_by_name_in_the_constructor_and_load(cld, tmp_path):
+    model = PinTuningModel.for_dataset(cld, seed=0, device="cpu", model_dir=str(tmp_path), **TINY)
+    assert model.device == torch.device("cpu")
+    model.fit(cld, steps=1, progress=False)
+    assert PinTuningModel.load(str(tmp_path), device="cpu").device == torch.device("cpu")
+    with pytest.raises(ValueError, match="device must be a torch device or its name"):
+        PinTuningModel.for_dataset(cld, device="gpu0", **TINY)
 
 
 def test_grid_hyperparameter_search_drives_it(cld, tmp_path):
