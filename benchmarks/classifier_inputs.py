@@ -1,0 +1,223 @@
+"""What Pin-Tuning's classifier reads: honest ROC-AUC with one block of its input replaced at prediction.
+
+The classifier sees, per molecule, ``[frozen, molecule context, property context, adapted]``
+(:meth:`deepchem_pintuning.pintuning.PinTuning.forward`). The ablations (``ablations.py``) retrain
+without a part; this diagnostic keeps a trained full model and, at prediction only (after the usual
+adaptation step on the support), replaces one block:
+
+* ``adapted -> frozen``: the adapted encoder's vectors (MP-Adapters and Emb-BWC-tuned embeddings)
+  replaced by the frozen encoder's, i.e. the encoder's adaptation removed;
+* ``<block> -> mean``: a block replaced by its mean over the molecules of the context graph (support
+  + query chunk), so that block no longer tells molecules apart. The property context is the same
+  for every molecule, so it has no such row.
+
+All conditions are scored in one pass (a forward hook on the classifier), on the meta-trained
+checkpoints that ``fewshot_table.py`` / ``ablations.py`` leave under ``--checkpoint-dir``, with the
+honest protocol's support draws of each seed. One JSON per checkpoint under ``--cell-dir``
+(resumable); ``benchmarks/results/classifier_inputs.{json,md,png}``::
+
+    python benchmarks/classifier_inputs.py --draws 5
+    python benchmarks/classifier_inputs.py --report-only
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fewshot_table import eval_seeds, support_digest  # noqa: E402
+
+BLOCKS = ("frozen", "molecule_context", "property_context", "adapted")
+# a full model's meta-training folder (fewshot_table.pintuning_cell); a variant's has its tag after the encoder
+CHECKPOINT = re.compile(r"(?P<dataset>.+?)-(?P<shots>\d+)shot-(?P<encoder>\w+)-(?P<steps>\d+)steps-seed(?P<seed>\d+)$")
+
+
+def _block(features: torch.Tensor, name: str) -> slice:
+    width = features.shape[1] // len(BLOCKS)
+    start = BLOCKS.index(name) * width
+    return slice(start, start + width)
+
+
+def _replaced(features: torch.Tensor, target: str, source: str | None) -> torch.Tensor:
+    """``features`` with block ``target`` replaced by block ``source``, or by its row mean when None."""
+    out = features.clone()
+    part = _block(features, target)
+    out[:, part] = features[:, part].mean(0, keepdim=True) if source is None else features[:, _block(features, source)]
+    return out
+
+
+CONDITIONS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "intact": lambda f: f,
+    "adapted -> frozen": lambda f: _replaced(f, "adapted", "frozen"),
+    "adapted -> mean": lambda f: _replaced(f, "adapted", None),
+    "frozen -> mean": lambda f: _replaced(f, "frozen", None),
+    "molecule_context -> mean": lambda f: _replaced(f, "molecule_context", None),
+    "structure blocks -> mean": lambda f: _replaced(_replaced(f, "frozen", None), "adapted", None),
+}
+
+
+def scores_by_condition(model, data, task: str, eval_seed: int) -> Dict[str, np.ndarray]:
+    """Query scores of one property's honest-protocol episode under every condition, plus ``labels``.
+
+    Runs the reference prediction path (``evaluate_fewshot(fast=False)``); the hook on the classifier
+    records, in eval mode only (the adaptation step runs as usual), each condition's logits of the
+    query rows. ``intact`` is checked against the scores the evaluation itself returns.
+    """
+    n_support = 2 * model.config.n_shot
+    recorded = {name: [] for name in CONDITIONS}
+
+    def hook(module, inputs, output):
+        if module.training:
+            return
+        features = inputs[0]
+        for name, condition in CONDITIONS.items():
+            recorded[name].append(module.forward(condition(features))[n_support:].squeeze(-1))   # no re-entry
+
+    handle = model.model.classifier.register_forward_hook(hook)
+    try:
+        result = model.evaluate_fewshot(data, seed=eval_seed, tasks=[task], fast=False, return_scores=True)
+    finally:
+        handle.remove()
+    scores = {name: torch.sigmoid(torch.cat(parts)).cpu().numpy() for name, parts in recorded.items()}
+    reference = np.asarray(result["per_task"][task]["scores"])
+    if not np.allclose(scores["intact"], reference, atol=1e-6):
+        raise RuntimeError("the hooked classifier does not reproduce the evaluation's own scores")
+    scores["labels"] = np.asarray(result["per_task"][task]["labels"])
+    return scores
+
+
+def finished_cell(folder: Path, results: Path) -> dict | None:
+    """The few-shot report's or the ablations' cell of a checkpoint's full model, once its training finished."""
+    name = CHECKPOINT.match(folder.name)
+    stem = f"{name['dataset']}-{name['shots']}shot-{{}}-{name['steps']}steps-seed{name['seed']}.json"
+    for path in (results / "ablations" / stem.format("full"), results / "fewshot_table" / stem.format("pintuning")):
+        if path.exists():
+            return json.loads(path.read_text())
+    return None
+
+
+def knockout_cell(folder: Path, cell: dict, draws: int) -> dict:
+    """ROC-AUC of every condition, per support draw (mean over the test properties), for one checkpoint.
+
+    ``cell`` is the checkpoint's finished benchmark cell: its first ``draws`` support draws are scored, and
+    ``intact`` must give its honest numbers again (``intact_vs_cell``, the largest difference)."""
+    from deepchem_pintuning.data import load_fewshot
+    from deepchem_pintuning.model import PinTuningModel
+    name = CHECKPOINT.match(folder.name).groupdict()
+    model = PinTuningModel.load(str(folder), device="cpu")
+    data = load_fewshot(name["dataset"])
+    seeds = cell["eval_seeds"][:draws]
+    if seeds != eval_seeds(int(name["seed"]), len(seeds)):
+        raise ValueError(f"{folder.name}: the cell's support draws are not the honest protocol's")
+    start = time.perf_counter()
+    roc = {condition: [] for condition in CONDITIONS}
+    for eval_seed in seeds:
+        per_task = {condition: [] for condition in CONDITIONS}
+        for task in data.test_tasks:
+            scores = scores_by_condition(model, data, task, eval_seed)
+            for condition in CONDITIONS:
+                per_task[condition].append(roc_auc_score(scores["labels"], scores[condition]))
+        for condition in CONDITIONS:
+            roc[condition].append(float(np.mean(per_task[condition])))
+    return {"checkpoint": folder.name, "dataset": name["dataset"], "shots": int(name["shots"]),
+            "encoder": name["encoder"], "steps": int(name["steps"]), "seed": int(name["seed"]),
+            "eval_seeds": seeds, "supports": [support_digest(data, int(name["shots"]), e) for e in seeds],
+            "roc_auc": roc, "intact_vs_cell": float(np.max(np.abs(np.subtract(roc["intact"], cell["honest"][:draws])))),
+            "wall_seconds": time.perf_counter() - start}
+
+
+def report(cells: list) -> str:
+    """Markdown: per (dataset, shots, steps), each condition's honest ROC-AUC and its paired change."""
+    lines = ["# What the classifier reads (generated by benchmarks/classifier_inputs.py)", "",
+             "A trained full Pin-Tuning model (no retraining); at prediction only, one block of the classifier's "
+             "input `[frozen, molecule context, property context, adapted]` is replaced (module docstring). Honest "
+             "protocol, the ablation cells' support draws. ROC-AUC %: mean ± sd over seeds of each seed's mean over "
+             "draws; change: condition − intact, paired on the same model and supports, mean (min to max over seeds).",
+             "", "| dataset | shots | steps | seeds | draws | condition | ROC-AUC | change |",
+             "|---|---|---|---|---|---|---|---|"]
+    groups = sorted({(c["dataset"], c["shots"], c["steps"]) for c in cells}, key=lambda g: (g[0], -g[1], g[2]))
+    for dataset, shots, steps in groups:
+        mine = [c for c in cells if (c["dataset"], c["shots"], c["steps"]) == (dataset, shots, steps)]
+        draws = sorted({len(c["eval_seeds"]) for c in mine})
+        for condition in CONDITIONS:
+            values = [100 * np.mean(c["roc_auc"][condition]) for c in mine]
+            changes = [100 * (np.mean(c["roc_auc"][condition]) - np.mean(c["roc_auc"]["intact"])) for c in mine]
+            spread = f" ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else ""
+            change = "—" if condition == "intact" else \
+                f"{np.mean(changes):+.2f} ({min(changes):+.2f} to {max(changes):+.2f})"
+            lines.append(f"| {dataset} | {shots} | {steps} | {len(mine)} | {'/'.join(map(str, draws))} | "
+                         f"{condition} | {np.mean(values):.2f}{spread} | {change} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(cells: list, path: Path) -> None:
+    """Each condition's change (condition − intact, ROC-AUC points): a bar per group, a dot per seed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    groups = sorted({(c["dataset"], c["shots"], c["steps"]) for c in cells}, key=lambda g: (g[0], -g[1], g[2]))
+    conditions = [c for c in CONDITIONS if c != "intact"]
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(conditions) * max(1, len(groups))))
+    height = 0.8 / max(1, len(groups))
+    for g, group in enumerate(groups):
+        mine = [c for c in cells if (c["dataset"], c["shots"], c["steps"]) == group]
+        for k, condition in enumerate(conditions):
+            changes = [100 * (np.mean(c["roc_auc"][condition]) - np.mean(c["roc_auc"]["intact"])) for c in mine]
+            y = k + (g - (len(groups) - 1) / 2) * height
+            ax.barh(y, np.mean(changes), height=height, color=f"C{g}",
+                    label=f"{group[0]} {group[1]}-shot, {group[2]} steps ({len(mine)} seeds)" if k == 0 else None)
+            ax.plot(changes, [y] * len(changes), "k.", markersize=4)
+    ax.set_yticks(range(len(conditions)), conditions)
+    ax.invert_yaxis()
+    ax.axvline(0, color="grey", linewidth=0.8)
+    ax.set_xlabel("ROC-AUC change at prediction (points), honest protocol")
+    ax.set_title("Pin-Tuning's classifier with one input block replaced")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint-dir", default="runs/benchmarks/meta_trained")
+    parser.add_argument("--cell-dir", default="benchmarks/results/classifier_inputs")
+    parser.add_argument("--out", default="benchmarks/results/classifier_inputs.json")
+    parser.add_argument("--datasets", nargs="+", default=["tox21", "sider"])
+    parser.add_argument("--results", default="benchmarks/results", help="where the finished cells are")
+    parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    cell_dir = Path(args.cell_dir)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        folders = sorted(f for f in Path(args.checkpoint_dir).glob("*")
+                         if (m := CHECKPOINT.match(f.name)) and m["dataset"] in args.datasets
+                         and (f / "pintuning_config.json").exists())
+        for folder in folders:
+            target = cell_dir / f"{folder.name}.json"
+            cell = finished_cell(folder, Path(args.results))
+            if target.exists() or cell is None:
+                continue
+            print(f"scoring {folder.name}", flush=True)
+            target.write_text(json.dumps(knockout_cell(folder, cell, args.draws), indent=1))
+    cells = [json.loads(p.read_text()) for p in sorted(cell_dir.glob("*.json"))]
+    Path(args.out).write_text(json.dumps({"cells": cells}, indent=1))
+    Path(args.out).with_suffix(".md").write_text(report(cells))
+    if cells:
+        plot(cells, Path(args.out).with_suffix(".png"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
