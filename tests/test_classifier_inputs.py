@@ -70,7 +70,8 @@ def test_intact_is_the_honest_protocol_and_each_checkpoint_is_one_resumable_cell
     assert classifier_inputs.main(argv) == 0
     cell, = json.loads((tmp_path / "out.json").read_text())["cells"]
     assert cell["eval_seeds"] == seeds and cell["intact_vs_cell"] < 1e-4
-    assert set(cell["roc_auc"]) == set(classifier_inputs.CONDITIONS) and all(len(v) == 2 for v in cell["roc_auc"].values())
+    assert set(cell["roc_auc"]) == set(classifier_inputs.CONDITIONS)
+    assert all(len(values) == 2 for values in cell["roc_auc"].values())
     table = (tmp_path / "out.md").read_text()
     assert "| toxcast-CLD | 5 | 1 | 1 | 2 | molecule_context -> mean |" in table
     assert (tmp_path / "out.png").stat().st_size > 1000
