@@ -191,14 +191,11 @@ def _removed_on_error(path: Path) -> Iterator[None]:
 
 def _device(name: str):
     """``torch.device(name)``, refusing names torch does not know and CUDA without a GPU."""
-    import torch
+    from deepchem_pintuning.model import as_device
     try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UserInputError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(f"--device {name}: CUDA is not available on this machine")
-    return device
+        return as_device(name)
+    except ValueError as error:
+        raise UserInputError(f"--device {error}") from None
 
 
 def _plot(args: argparse.Namespace) -> None:

@@ -33,6 +33,23 @@ from deepchem_pintuning.pintuning import PinTuning, PinTuningConfig
 logger = logging.getLogger(__name__)
 
 
+def as_device(device: Optional[Union[str, torch.device]]) -> Optional[torch.device]:
+    """A device given by name (``"cpu"``, ``"cuda:1"``) as a ``torch.device``; ``None`` stays ``None``.
+
+    Raises ``ValueError`` for a name torch does not know and for CUDA on a machine without it
+    (``TorchModel`` keeps a string as it is, and a missing GPU would fail later, deep in torch).
+    """
+    if device is None:
+        return None
+    try:
+        device = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{str(device)!r}: CUDA is not available on this machine")
+    return device
+
+
 class PinTuningModel(AssayScoring, FewShotEvaluation, SavedModel, TorchModel):
     """Pin-Tuning (Wang et al., NeurIPS 2024) for few-shot molecular property prediction.
 
@@ -81,12 +98,7 @@ class PinTuningModel(AssayScoring, FewShotEvaluation, SavedModel, TorchModel):
         base_kwargs, overrides = split_torchmodel_kwargs(kwargs)
         if protocol not in ("paper", "official"):
             raise ValueError(f"protocol must be 'paper' or 'official', got {protocol!r}")
-        if isinstance(device, str):   # "cpu", "cuda:0": TorchModel itself keeps a string as it is
-            try:
-                device = torch.device(device)
-            except RuntimeError:
-                raise ValueError(f"device must be a torch device or its name such as 'cpu' or 'cuda', "
-                                 f"got {device!r}") from None
+        device = as_device(device)
         if config is None:
             config = PinTuningConfig.for_protocol(protocol, **overrides)
         elif overrides:

@@ -64,8 +64,11 @@ def test_device_by_name_in_the_constructor_and_load(cld, tmp_path):
     assert model.device == torch.device("cpu")
     model.fit(cld, steps=1, progress=False)
     assert PinTuningModel.load(str(tmp_path), device="cpu").device == torch.device("cpu")
-    with pytest.raises(ValueError, match="device must be a torch device or its name"):
+    with pytest.raises(ValueError, match="'gpu0' is not a torch device"):
         PinTuningModel.for_dataset(cld, device="gpu0", **TINY)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            PinTuningModel.for_dataset(cld, device=torch.device("cuda"), **TINY)
 
 
 def test_grid_hyperparameter_search_drives_it(cld, tmp_path):
