@@ -169,7 +169,7 @@ def plot(cells: list, path: Path) -> None:
     import matplotlib.pyplot as plt
     groups = sorted({(c["dataset"], c["shots"], c["steps"]) for c in cells}, key=lambda g: (g[0], -g[1], g[2]))
     conditions = [c for c in CONDITIONS if c != "intact"]
-    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(conditions) * max(1, len(groups))))
+    fig, ax = plt.subplots(figsize=(7, 1.5 + 0.3 * len(conditions) * max(1, len(groups))))
     height = 0.8 / max(1, len(groups))
     for g, group in enumerate(groups):
         mine = [c for c in cells if (c["dataset"], c["shots"], c["steps"]) == group]
