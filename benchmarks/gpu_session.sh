@@ -18,8 +18,8 @@
 #      the machine starts bare: copy the returned cells in before the next session): the ToxCast groups
 #      without a Pin-Tuning cell (seed 0, 500 steps); with replayed steps only, Tox21 and SIDER at the
 #      paper's 2,000 steps (both shot counts, 3 seeds; Tox21 10-shot exists and is skipped); the Tox21
-#      10-shot ablations (issue 17) and MUV at 500 steps; all with 20 evaluations and 5 support draws,
-#      and with --cuda-graph when the captured step's CUDA test passed (each cell counts its replayed steps).
+#      10-shot ablations (issue 17; 10 evaluations, as their CPU cells) and MUV at 500 steps; all with 5
+#      support draws, the others with the paper's 20 evaluations, and with --cuda-graph when the captured step's CUDA test passed (each cell counts its replayed steps).
 # Everything lands in $OUT (at most 8 files come back): gpu_session.log (the CUDA tests' output included),
 # speed_gpu.{json,md}, profile_gpu{,_graph}.json, cells.tgz (fewshot_table/ and ablations/ cells). Back here:
 # tar xzf cells.tgz -C benchmarks/results, then fewshot_table.py --report-only and ablations.py
@@ -71,14 +71,15 @@ if (( ${#graph[@]} )); then   # the paper's 2,000 steps fit a session only with 
     backlog+=("fewshot_table.py --datasets sider tox21 --shots 10 5 --steps 2000 --methods pintuning --seeds 0 1 2
                --processes 6")
 fi
-backlog+=("ablations.py --datasets tox21 --shots 10 --steps 500 --seeds 0 1 2 --processes 6"
+backlog+=("ablations.py --datasets tox21 --shots 10 --steps 500 --seeds 0 1 2 --processes 6 --evaluations 10"
           "fewshot_table.py --datasets muv --shots 10 --steps 500 --methods pintuning --seeds 0 1 2 --processes 3")
 for item in "${backlog[@]}"; do
     left=$(( budget - 20 - $(elapsed) ))
     (( left > 60 )) || break
     script=${item%% *} name=${script%.py}
     echo "== [$(elapsed) s] $item (${left} s left)"
-    timeout "$left" python3 "benchmarks/$script" ${item#* } "${common[@]}" "${graph[@]}" --cell-dir "$cells/$name" \
+    # an item's own options come last: they override the common ones
+    timeout "$left" python3 "benchmarks/$script" "${common[@]}" ${item#* } "${graph[@]}" --cell-dir "$cells/$name" \
         --out "/tmp/$name.json" > "/tmp/$name.log" 2>&1
     grep -E ": (done|FAILED)" "/tmp/$name.log"
 done

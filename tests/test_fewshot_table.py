@@ -100,6 +100,9 @@ def test_ablation_report_keeps_each_budget_apart(tmp_path):
             and "| full |" in line]
     assert [r.split("|")[3].strip() for r in rows] == ["100", "500"]
     assert rows[0].split("|")[5].strip() == "81.00 (1)" and rows[1].split("|")[5].strip().startswith("86.00 ± 1.41 (2)")
+    mixed = ablations.report([{**cell, "evaluations": [{"roc_auc": 0.85}] * 10},
+                              {**cell, "seed": 1, "evaluations": [{"roc_auc": 0.85}] * 20}])
+    assert "| tox21 | 10 | 100 | full | 81.00 ± 0.00 (2) | 85.00 ± 0.00 (2; best of 10/20) |" in mixed
     ablations.plot([cell, longer], tmp_path / "ablations.png")
     assert (tmp_path / "ablations.png").stat().st_size > 1000
 
