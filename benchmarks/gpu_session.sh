@@ -19,7 +19,8 @@
 #      without a Pin-Tuning cell (seed 0, 500 steps); with replayed steps only, Tox21 and SIDER at the
 #      paper's 2,000 steps (both shot counts, 3 seeds; Tox21 10-shot exists and is skipped); the Tox21
 #      10-shot ablations (issue 17; 10 evaluations, as their CPU cells) and MUV at 500 steps; all with 5
-#      support draws, the others with the paper's 20 evaluations, and with --cuda-graph when the captured step's CUDA test passed (each cell counts its replayed steps).
+#      support draws, the others with the paper's 20 evaluations, and with --cuda-graph when the captured
+#      step's CUDA test passed (each cell counts its replayed steps).
 # Everything lands in $OUT (at most 8 files come back): gpu_session.log (the CUDA tests' output included),
 # speed_gpu.{json,md}, profile_gpu{,_graph}.json, cells.tgz (fewshot_table/ and ablations/ cells). Back here:
 # tar xzf cells.tgz -C benchmarks/results, then fewshot_table.py --report-only and ablations.py
