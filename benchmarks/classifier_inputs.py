@@ -114,6 +114,8 @@ def knockout_cell(folder: Path, cell: dict, draws: int) -> dict:
     from deepchem_pintuning.model import PinTuningModel
     name = CHECKPOINT.match(folder.name).groupdict()
     model = PinTuningModel.load(str(folder), device="cpu")
+    if model.config.separate_bn_batches:   # the hook takes the support rows first in one classifier call
+        raise ValueError(f"{folder.name}: support and query in separate batches (official preset) is not supported")
     data = load_fewshot(name["dataset"])
     seeds = cell["eval_seeds"][:draws]
     if seeds != eval_seeds(int(name["seed"]), len(seeds)):
