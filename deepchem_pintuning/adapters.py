@@ -17,7 +17,11 @@ Two wirings are offered:
   (a block-diagonal ``3d -> 3 d2`` map), other layers are plain ``d -> d2 -> d`` adapters.
 
 All adapter weights and biases start uniform in ``[-init_range, init_range]`` (0.01), so
-``Up(ReLU(Down(.)))`` is close to zero and the adapted encoder starts near the pre-trained one.
+``Up(ReLU(Down(.)))`` is close to zero. The adapted encoder nevertheless starts near the pre-trained
+one only without the LayerNorms: with them (``layer_norm=True``, the paper's and the official code's
+setting) each layer's atom vectors are renormalised ahead of the frozen BatchNorm, whose statistics
+were collected without that step, and the encoder's output moves by about its own norm before any
+training (measured on trained models in ``benchmarks/results/classifier_inputs.md``).
 """
 from __future__ import annotations
 

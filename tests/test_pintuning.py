@@ -86,7 +86,7 @@ def test_mismatched_checkpoint_lists_keys():
 
 
 # ---------------------------------------------------------------- adapters
-def test_adapters_start_near_identity(tox21):
+def test_adapters_start_near_identity_but_their_layer_norms_do_not(tox21):
     encoder = build_encoder("gcn_supervised_contextpred").eval()
     batch = collate_graphs(tox21.graphs[:16])
     stack = MPAdapterStack(L, D, D2, context_layers="all", layer_norm=False)
@@ -95,8 +95,11 @@ def test_adapters_start_near_identity(tox21):
     with torch.no_grad():
         plain = encoder.embed(batch)
         adapted = encoder.embed(batch, stack.hook(context, context))
+        # the paper's LayerNorm after each adapter renormalises the atoms ahead of the frozen BatchNorm
+        normalised = encoder.embed(batch, MPAdapterStack(L, D, D2, context_layers="all").hook(context, context))
     relative = (adapted - plain).norm() / plain.norm()
     assert relative < 0.05
+    assert (normalised - plain).norm() / plain.norm() > 0.3
     with torch.no_grad():
         for p in stack.parameters():
             p.mul_(100.0)
