@@ -11,6 +11,15 @@ adaptation step on the support), replaces one block:
   + query chunk), so that block no longer tells molecules apart. The property context is the same
   for every molecule, so it has no such row.
 
+The same pass measures, over the query molecules and in units of the frozen vectors' spread between
+molecules ``||frozen - mean(frozen)||``, how the adapted block differs from the frozen one, to tell
+"not read" from "not moved" (:func:`spread_units`):
+
+* ``from_frozen``: ``||adapted - frozen||`` (0 when the adaptation changed nothing, about 1 when it
+  moved each molecule as far as molecules lie apart);
+* ``spread``: ``||adapted - mean(adapted)||``, how much the adapted block still tells molecules
+  apart (1: as much as the frozen block).
+
 All conditions are scored in one pass (a forward hook on the classifier), on the meta-trained
 checkpoints that ``fewshot_table.py`` / ``ablations.py`` leave under ``--checkpoint-dir``, with the
 honest protocol's support draws of each seed. One JSON per checkpoint under ``--cell-dir``
@@ -55,6 +64,13 @@ def _replaced(features: torch.Tensor, target: str, source: str | None) -> torch.
     return out
 
 
+def spread_units(adapted: torch.Tensor, frozen: torch.Tensor) -> Dict[str, float]:
+    """``from_frozen`` and ``spread`` of the adapted rows (module docstring), in units of the frozen rows' spread."""
+    unit = (frozen - frozen.mean(0)).norm()
+    return {"from_frozen": float((adapted - frozen).norm() / unit),
+            "spread": float((adapted - adapted.mean(0)).norm() / unit)}
+
+
 CONDITIONS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "intact": lambda f: f,
     "adapted -> frozen": lambda f: _replaced(f, "adapted", "frozen"),
@@ -66,7 +82,8 @@ CONDITIONS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 def scores_by_condition(model, data, task: str, eval_seed: int) -> Dict[str, np.ndarray]:
-    """Query scores of one property's honest-protocol episode under every condition, plus ``labels``.
+    """Query scores of one property's honest-protocol episode under every condition, plus ``labels`` and
+    the query rows' ``frozen`` and ``adapted`` blocks (tensors).
 
     Runs the reference prediction path (``evaluate_fewshot(fast=False)``); the hook on the classifier
     records, in eval mode only (the adaptation step runs as usual), each condition's logits of the
@@ -74,6 +91,7 @@ def scores_by_condition(model, data, task: str, eval_seed: int) -> Dict[str, np.
     """
     n_support = 2 * model.config.n_shot
     recorded = {name: [] for name in CONDITIONS}
+    queries = []
 
     def hook(module, inputs, output):
         if module.training:
@@ -81,6 +99,7 @@ def scores_by_condition(model, data, task: str, eval_seed: int) -> Dict[str, np.
         features = inputs[0]
         for name, condition in CONDITIONS.items():
             recorded[name].append(module.forward(condition(features))[n_support:].squeeze(-1))   # no re-entry
+        queries.append(features[n_support:])
 
     handle = model.model.classifier.register_forward_hook(hook)
     try:
@@ -92,6 +111,8 @@ def scores_by_condition(model, data, task: str, eval_seed: int) -> Dict[str, np.
     if not np.allclose(scores["intact"], reference, atol=1e-6):
         raise RuntimeError("the hooked classifier does not reproduce the evaluation's own scores")
     scores["labels"] = np.asarray(result["per_task"][task]["labels"])
+    features = torch.cat(queries)
+    scores.update(frozen=features[:, _block(features, "frozen")], adapted=features[:, _block(features, "adapted")])
     return scores
 
 
@@ -107,7 +128,8 @@ def finished_cell(name: dict, results: Path) -> dict | None:
 
 
 def knockout_cell(folder: Path, name: dict, cell: dict, draws: int) -> dict:
-    """ROC-AUC of every condition, per support draw (mean over the test properties), for one checkpoint.
+    """ROC-AUC of every condition and the adapted block's :func:`spread_units`, per support draw (mean over the
+    test properties), for one checkpoint.
 
     ``name`` holds the folder name's parts (:data:`CHECKPOINT`); ``cell`` is the checkpoint's finished
     benchmark cell: its first ``draws`` support draws are scored, and ``intact`` must give its honest numbers
@@ -123,18 +145,24 @@ def knockout_cell(folder: Path, name: dict, cell: dict, draws: int) -> dict:
         raise ValueError(f"{folder.name}: the cell's support draws are not the honest protocol's")
     start = time.perf_counter()
     roc = {condition: [] for condition in CONDITIONS}
+    adapted_block = {"from_frozen": [], "spread": []}
     for eval_seed in seeds:
         per_task = {condition: [] for condition in CONDITIONS}
+        units = []
         for task in data.test_tasks:
             scores = scores_by_condition(model, data, task, eval_seed)
             for condition in CONDITIONS:
                 per_task[condition].append(roc_auc_score(scores["labels"], scores[condition]))
+            units.append(spread_units(scores["adapted"], scores["frozen"]))
         for condition in CONDITIONS:
             roc[condition].append(float(np.mean(per_task[condition])))
+        for measure, values in adapted_block.items():
+            values.append(float(np.mean([u[measure] for u in units])))
     return {"checkpoint": folder.name, "dataset": name["dataset"], "shots": int(name["shots"]),
             "encoder": name["encoder"], "steps": int(name["steps"]), "seed": int(name["seed"]),
             "eval_seeds": seeds, "supports": [support_digest(data, int(name["shots"]), e) for e in seeds],
-            "roc_auc": roc, "intact_vs_cell": float(np.max(np.abs(np.subtract(roc["intact"], cell["honest"][:draws])))),
+            "roc_auc": roc, "adapted_block": adapted_block,
+            "intact_vs_cell": float(np.max(np.abs(np.subtract(roc["intact"], cell["honest"][:draws])))),
             "wall_seconds": time.perf_counter() - start}
 
 
@@ -172,6 +200,18 @@ def report(cells: list) -> str:
                 f"{np.mean(changes):+.2f} ({min(changes):+.2f} to {max(changes):+.2f})"
             lines.append(f"| {dataset} | {shots} | {steps} | {len(mine)} | {'/'.join(map(str, draws))} | "
                          f"{condition} | {np.mean(values):.2f}{spread} | {change} |")
+    lines += ["", "## The adapted block against the frozen one", "",
+              "Over the query molecules, in units of the frozen vectors' spread between molecules "
+              "‖frozen − mean(frozen)‖ (module docstring): how far the adapted vectors lie from the frozen ones, "
+              "and how much they still differ between molecules. Mean (min to max over seeds) of each seed's mean "
+              "over draws and test properties.", "",
+              "| dataset | shots | steps | seeds | ‖adapted − frozen‖ | spread of adapted |", "|---|---|---|---|---|---|"]
+    for (dataset, shots, steps), mine in _groups(cells):
+        row = []
+        for measure in ("from_frozen", "spread"):
+            values = [np.mean(c["adapted_block"][measure]) for c in mine]
+            row.append(f"{np.mean(values):.3f} ({min(values):.3f} to {max(values):.3f})")
+        lines.append(f"| {dataset} | {shots} | {steps} | {len(mine)} | {' | '.join(row)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -21,7 +21,7 @@ All adapter weights and biases start uniform in ``[-init_range, init_range]`` (0
 one only without the LayerNorms: with them (``layer_norm=True``, the paper's and the official code's
 setting) each layer's atom vectors are renormalised ahead of the frozen BatchNorm, whose statistics
 were collected without that step, and the encoder's output moves by about its own norm before any
-training (measured on trained models in ``benchmarks/results/classifier_inputs.md``).
+training (``test_adapters_start_near_identity_but_their_layer_norms_do_not``).
 """
 from __future__ import annotations
 

@@ -72,9 +72,22 @@ def test_intact_is_the_honest_protocol_and_each_checkpoint_is_one_resumable_cell
     assert cell["eval_seeds"] == seeds and cell["intact_vs_cell"] < 1e-4
     assert set(cell["roc_auc"]) == set(classifier_inputs.CONDITIONS)
     assert all(len(values) == 2 for values in cell["roc_auc"].values())
+    assert all(len(values) == 2 and all(v > 0 for v in values) for values in cell["adapted_block"].values())
     table = (tmp_path / "out.md").read_text()
     assert "| toxcast-CLD | 5 | 1 | 1 | 2 | molecule_context -> mean |" in table
+    spread = np.mean(cell["adapted_block"]["spread"])
+    assert f"| {spread:.3f} ({spread:.3f} to {spread:.3f}) |" in table
     assert (tmp_path / "out.png").stat().st_size > 1000
     (tmp_path / "cells" / f"{folder.name}.json").write_text(json.dumps({**cell, "wall_seconds": -1.0}))
     classifier_inputs.main(argv)                 # a finished cell is not recomputed
     assert json.loads((tmp_path / "out.json").read_text())["cells"][0]["wall_seconds"] == -1.0
+
+
+
+def test_the_adapted_block_is_measured_in_units_of_the_frozen_spread():
+    frozen = torch.tensor([[1.0, 0.0], [3.0, 0.0], [2.0, 3.0]])
+    for scale in (0.0, 0.5, 2.0):
+        units = classifier_inputs.spread_units(frozen + scale * (frozen - frozen.mean(0)), frozen)
+        assert units["from_frozen"] == pytest.approx(scale) and units["spread"] == pytest.approx(1 + scale)
+    units = classifier_inputs.spread_units(frozen.mean(0).expand(3, 2) + 7.0, frozen)   # one vector for all
+    assert units["spread"] == pytest.approx(0.0, abs=1e-6) and units["from_frozen"] > 1.0
