@@ -81,7 +81,7 @@ CONDITIONS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def scores_by_condition(model, data, task: str, eval_seed: int) -> Dict[str, np.ndarray]:
+def scores_by_condition(model, data, task: str, eval_seed: int) -> dict:
     """Query scores of one property's honest-protocol episode under every condition, plus ``labels`` and
     the query rows' ``frozen`` and ``adapted`` blocks (tensors).
 
