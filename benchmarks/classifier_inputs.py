@@ -205,7 +205,8 @@ def report(cells: list) -> str:
               "‖frozen − mean(frozen)‖ (module docstring): how far the adapted vectors lie from the frozen ones, "
               "and how much they still differ between molecules. Mean (min to max over seeds) of each seed's mean "
               "over draws and test properties.", "",
-              "| dataset | shots | steps | seeds | ‖adapted − frozen‖ | spread of adapted |", "|---|---|---|---|---|---|"]
+              "| dataset | shots | steps | seeds | ‖adapted − frozen‖ | spread of adapted |",
+              "|---|---|---|---|---|---|"]
     for (dataset, shots, steps), mine in _groups(cells):
         row = []
         for measure in ("from_frozen", "spread"):

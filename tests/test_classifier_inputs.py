@@ -83,7 +83,6 @@ def test_intact_is_the_honest_protocol_and_each_checkpoint_is_one_resumable_cell
     assert json.loads((tmp_path / "out.json").read_text())["cells"][0]["wall_seconds"] == -1.0
 
 
-
 def test_the_adapted_block_is_measured_in_units_of_the_frozen_spread():
     frozen = torch.tensor([[1.0, 0.0], [3.0, 0.0], [2.0, 3.0]])
     for scale in (0.0, 0.5, 2.0):
