@@ -261,12 +261,12 @@ def main(argv=None) -> int:
             match = CHECKPOINT.match(folder.name)
             if not match or match["dataset"] not in args.datasets or not (folder / "pintuning_config.json").exists():
                 continue
-            target = cell_dir / f"{folder.name}.json"
-            cell = None if target.exists() else finished_cell(match.groupdict(), Path(args.results))
+            target, name = cell_dir / f"{folder.name}.json", match.groupdict()
+            cell = None if target.exists() else finished_cell(name, Path(args.results))
             if cell is None:
                 continue
             print(f"scoring {folder.name}", flush=True)
-            target.write_text(json.dumps(knockout_cell(folder, match.groupdict(), cell, args.draws), indent=1))
+            target.write_text(json.dumps(knockout_cell(folder, name, cell, args.draws), indent=1))
     cells = [json.loads(p.read_text()) for p in sorted(cell_dir.glob("*.json"))]
     Path(args.out).write_text(json.dumps({"cells": cells}, indent=1))
     Path(args.out).with_suffix(".md").write_text(report(cells))
