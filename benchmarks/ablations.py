@@ -67,6 +67,13 @@ def paper_value(variant: str, dataset: str, shots: int, table: int) -> float | N
     return None if pair is None else pair[0 if shots == 10 else 1]
 
 
+def plotted_paper_values(variants, dataset: str, shots: int) -> list:
+    """The paper's ROC-AUC % beside each variant's bar: Table 2's number for its variants, the full model
+    included (so that 5-shot panels have it too), Table 3's for the Emb-BWC variants; None where the paper
+    has none."""
+    return [paper_value(v, dataset, shots, 2 if v in TABLE2 else 3) for v in variants]
+
+
 def cells_to_run(datasets, seeds, shots=(10, 5), variants=tuple(VARIANTS)) -> list:
     """Table 2 at 10 and 5 shots, Table 3 at 10 shots (the full model is shared), of the given shots
     and variants, in the order of ``variants`` within each dataset and seed."""
@@ -224,7 +231,7 @@ def plot(cells: list, path: Path) -> None:
         per_seed = [[100 * np.mean(c["honest"]) for c in _mine(cells, dataset, shots, v, steps)] for v in names]
         top.bar(range(len(names)), [np.mean(v) for v in per_seed], yerr=[np.std(v) for v in per_seed],
                 color="tab:orange", label="ours (honest, sd over seeds)")
-        paper = [paper_value(v, dataset, shots, 3 if v in TABLE3 else 2) or np.nan for v in names]
+        paper = [np.nan if value is None else value for value in plotted_paper_values(names, dataset, shots)]
         top.plot(range(len(names)), paper, "k_", markersize=18, label="paper")
         top.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
         top.set_title(f"{dataset} {shots}-shot, {steps} steps")
@@ -242,8 +249,8 @@ def plot(cells: list, path: Path) -> None:
         bottom.set_yticks(range(len(rows)), [r["variant"] for r in rows], fontsize=8)
         bottom.invert_yaxis()
         bottom.set_xlabel("ROC-AUC points (paired, same supports)")
-        if rows:
-            bottom.legend(fontsize=7, loc="best")
+        if rows:   # below the axis: inside, it covers intervals
+            bottom.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -90,6 +90,12 @@ def test_ablation_cells_are_the_papers_tables():
                      ("tox21", 10, "no_context", 2), ("tox21", 10, "full", 2)]
 
 
+def test_the_plotted_paper_values_include_the_full_model_at_both_shot_counts():
+    import ablations
+    assert ablations.plotted_paper_values(["full", "no_adapter", "fim"], "tox21", 5) == [90.95, 78.49, None]
+    assert ablations.plotted_paper_values(["full", "efim"], "muv", 10) == [73.33, 72.78]   # Table 2's full model
+
+
 def test_ablation_report_keeps_each_budget_apart(tmp_path):
     import ablations
     cell = {"dataset": "tox21", "shots": 10, "variant": "full", "seed": 0, "honest": [0.80, 0.82],
