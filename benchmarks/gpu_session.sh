@@ -19,9 +19,10 @@
 #      without a Pin-Tuning cell (seed 0, 500 steps); with replayed steps only, Tox21 and SIDER at the
 #      paper's 2,000 steps (both shot counts, 3 seeds; Tox21 10-shot exists and is skipped); the Tox21
 #      10-shot ablations (issue 17), MUV at 500 steps and MUV's Table 2 adapter ablations at 500 steps,
-#      these three with 10 evaluations, as their CPU cells (MUV seed 0 is one); all with 5 support
-#      draws, the others with the paper's 20 evaluations, and with --cuda-graph when the captured
-#      step's CUDA test passed (each cell counts its replayed steps).
+#      these three with 10 evaluations, as their CPU cells (MUV seed 0 is one); then MUV and the ToxCast
+#      groups at 5 shots (seed 0, 500 steps). All with 5 support draws, the others with the paper's 20
+#      evaluations, and with --cuda-graph when the captured step's CUDA test passed (each cell counts
+#      its replayed steps).
 # Everything lands in $OUT (at most 8 files come back): gpu_session.log (the CUDA tests' output included),
 # speed_gpu.{json,md}, profile_gpu{,_graph}.json, cells.tgz (fewshot_table/ and ablations/ cells). Back here:
 # tar xzf cells.tgz -C benchmarks/results, then fewshot_table.py --report-only and ablations.py
@@ -77,7 +78,8 @@ backlog+=("ablations.py --datasets tox21 --shots 10 --steps 500 --seeds 0 1 2 --
           "fewshot_table.py --datasets muv --shots 10 --steps 500 --methods pintuning --seeds 0 1 2 --processes 3
            --evaluations 10"
           "ablations.py --datasets muv --shots 10 --steps 500 --seeds 0 1 2 --variants full no_adapter no_context
-           --processes 6 --evaluations 10")
+           --processes 6 --evaluations 10"
+          "fewshot_table.py --datasets muv toxcast --shots 5 --steps 500 --methods pintuning --seeds 0 --processes 6")
 for item in "${backlog[@]}"; do
     left=$(( budget - 20 - $(elapsed) ))
     (( left > 60 )) || break
