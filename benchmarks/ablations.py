@@ -67,7 +67,7 @@ def paper_value(variant: str, dataset: str, shots: int, table: int) -> float | N
     return None if pair is None else pair[0 if shots == 10 else 1]
 
 
-def plotted_paper_values(variants, dataset: str, shots: int) -> list:
+def plotted_paper_values(variants: list[str], dataset: str, shots: int) -> list[float | None]:
     """The paper's ROC-AUC % beside each variant's bar: Table 2's number for its variants, the full model
     included (so that 5-shot panels have it too), Table 3's for the Emb-BWC variants; None where the paper
     has none."""
