@@ -67,11 +67,16 @@ def paper_value(variant: str, dataset: str, shots: int, table: int) -> float | N
     return None if pair is None else pair[0 if shots == 10 else 1]
 
 
+def paper_table(variant: str) -> int:
+    """The paper's table that holds a variant: 2 for the MP-Adapter parts and the full model (Table 2 has both
+    shot counts), 3 for the Emb-BWC variants."""
+    return 2 if variant in TABLE2 else 3
+
+
 def plotted_paper_values(variants: list[str], dataset: str, shots: int) -> list[float | None]:
-    """The paper's ROC-AUC % beside each variant's bar: Table 2's number for its variants, the full model
-    included (so that 5-shot panels have it too), Table 3's for the Emb-BWC variants; None where the paper
-    has none."""
-    return [paper_value(v, dataset, shots, 2 if v in TABLE2 else 3) for v in variants]
+    """The paper's ROC-AUC % beside each variant's bar, from its :func:`paper_table` (so that 5-shot panels
+    have the full model's too); None where the paper has none."""
+    return [paper_value(v, dataset, shots, paper_table(v)) for v in variants]
 
 
 def cells_to_run(datasets, seeds, shots=(10, 5), variants=tuple(VARIANTS)) -> list:
@@ -140,7 +145,7 @@ def paired_with_full(cells, dataset, shots, variant, steps) -> dict | None:
     half = (float(stats.t.ppf(0.975, len(per_seed) - 1) * np.std(per_seed, ddof=1) / np.sqrt(len(per_seed)))
             if len(per_seed) > 1 else None)
     mean = float(np.mean(per_seed))
-    table = 3 if variant in TABLE3 else 2
+    table = paper_table(variant)
     published, full_published = paper_value(variant, dataset, shots, table), paper_value("full", dataset, shots, table)
     return {"dataset": dataset, "shots": shots, "steps": steps, "variant": variant, "seeds": len(per_seed),
             "per_seed": per_seed, "mean": mean, "ci95": None if half is None else [mean - half, mean + half],
