@@ -111,10 +111,10 @@ def aggregate(cells: list, toxcast_mean: bool = True) -> dict:
     """Per (dataset, shots, method, Pin-Tuning's outer steps): per-seed numbers of each protocol; ToxCast
     groups averaged per seed (``toxcast_mean``) or each a dataset of its own.
 
-    A ToxCast mean averages only the groups that every seed of its row has, so that each seed's number
-    covers the same groups (a group with fewer seeds is in the group-by-group table only); a row whose
-    seeds share no group is left out. Every cell counts only the support draws it shares with the other
-    cells of its seed (:func:`on_shared_supports`)."""
+    A ToxCast mean covers the same groups for each seed of its row: all nine, over the seeds that have all
+    nine, when one has (the paper's mean); otherwise the groups that every seed has. Groups or seeds left out
+    are in the group-by-group table only; a row whose seeds share no group is left out. Every cell counts
+    only the support draws it shares with the other cells of its seed (:func:`on_shared_supports`)."""
     table: dict = {}
     for cell in on_shared_supports(cells):
         name = "toxcast" if toxcast_mean and cell["dataset"].startswith("toxcast-") else cell["dataset"]
@@ -126,6 +126,9 @@ def aggregate(cells: list, toxcast_mean: bool = True) -> dict:
                 group_row[protocol] = cell[protocol] if protocol == "published" else float(np.mean(cell[protocol]))
     for key in list(table):
         row = table[key]
+        complete = {seed: per_group for seed, per_group in row["per_seed"].items() if set(TOXCAST) <= set(per_group)}
+        if key.startswith("toxcast|") and complete:
+            row["per_seed"] = complete
         groups = sorted(set.intersection(*(set(per_group) for per_group in row["per_seed"].values())))
         if not groups:
             del table[key]

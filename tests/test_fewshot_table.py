@@ -78,6 +78,18 @@ def test_toxcast_mean_covers_only_the_groups_every_seed_has(cells):
     assert "toxcast|5|frozen|" not in disjoint                   # seeds sharing no group give no mean
 
 
+def test_toxcast_mean_takes_all_nine_groups_on_the_seeds_that_have_them(cells):
+    cld = cells["frozen"]
+    seed0 = [{**cld, "dataset": group, "honest": [h - 0.01 * i for h in cld["honest"]]}
+             for i, group in enumerate(fewshot_report.TOXCAST)]
+    seed1_cld = {**cld, "seed": 1}
+    row = fewshot_report.aggregate([*seed0, seed1_cld])["toxcast|5|frozen|"]
+    assert row["groups"] == sorted(fewshot_report.TOXCAST) and list(row["per_seed"]) == [0]
+    assert row["per_seed"][0]["honest"] == pytest.approx(np.mean(cld["honest"]) - 0.04)
+    mean_table = fewshot_report.report([*seed0, seed1_cld]).split("## ToxCast, group by group")[0]
+    assert "| toxcast | 5 | frozen | — | 1 |" in mean_table        # no "(n of 9 groups)": the paper's mean
+
+
 def test_ablation_cells_are_the_papers_tables():
     import ablations
     ten = ablations.cells_to_run(["tox21"], [0], shots=(10,))
