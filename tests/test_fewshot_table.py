@@ -265,3 +265,25 @@ def test_report_scores_every_row_of_a_seed_on_the_draws_they_all_have():
     assert np.isclose(fewshot_report.per_property([five, ten])[("tox21", 5)]["ecfp_rf"]["NR-AR"], 0.55)
     with pytest.raises(ValueError, match="evaluation seed 11"):
         fewshot_report.on_shared_supports([five, {**ten, "supports": ["a", "x", "c"]}])
+
+
+def test_generalisation_gap_scores_the_training_properties_beside_the_reports_test_numbers(cells, args):
+    import generalisation_gap
+    from deepchem_pintuning.data import load_fewshot
+    from deepchem_pintuning.episodes import evaluation_episodes
+    folder = Path(args.checkpoint_dir) / "toxcast-CLD-5shot-gcn_supervised_contextpred-2steps-seed0"
+    gap = generalisation_gap.gap_cell(folder, 2, args)
+    assert (gap["dataset"], gap["shots"], gap["steps"], gap["seed"]) == ("toxcast-CLD", 5, 2, 0)
+    # the test properties on the report's draws are the report's numbers, for Pin-Tuning and the baseline
+    assert gap["pintuning_test"] == cells["pintuning"]["honest"] and gap["frozen_test"] == cells["frozen"]["honest"]
+    assert gap["pintuning_train"] != gap["pintuning_test"] and gap["frozen_train"] != gap["frozen_test"]
+    # a training property is scored without itself as context
+    data = load_fewshot("toxcast-CLD")
+    for episode in evaluation_episodes(generalisation_gap.as_test(data, data.train_tasks), 5, gap["eval_seeds"][0]):
+        assert episode.task_index not in episode.aux_task_indices
+    row = generalisation_gap.report([gap]).splitlines()[-1].split("|")
+    difference = 100 * (np.mean(gap["pintuning_train"]) - np.mean(gap["pintuning_test"]))
+    assert row[7].strip() == f"{difference:+.1f}" and row[10].strip() == "128" and row[11].strip() == "—"
+    # another query chunk size scores the same test properties on the same draws; the model's own reproduces them
+    chunked = generalisation_gap.add_query_chunks(folder, dict(gap), [16, 128], args)["pintuning_test_by_query_chunk"]
+    assert chunked["128"] == gap["pintuning_test"] and chunked["16"] != gap["pintuning_test"]
