@@ -1,16 +1,16 @@
 """Generalisation gap of meta-trained Pin-Tuning models: the honest protocol on the meta-*training*
 properties beside the meta-test ones, with a frozen encoder + logistic regression on the same supports.
 
-Why: on MUV the meta-training loss falls steadily (0.29 -> 0.09 over 500 outer steps, seed 0) while
-the test properties stay between 55 and 65 ROC-AUC, below a frozen encoder with logistic regression
-(76.5). Either the meta-learner fails to fit, or it fits the training properties and does not transfer.
-MUV has about 30 actives per property, so meta-training shows every training active to the model
-many times. Scoring the training properties with fresh supports (the other training properties as
-context, never the property itself: ``evaluation_episode``) tells the two apart; Tox21 and SIDER,
-with hundreds of actives per property, are the controls.
+Why: on MUV the meta-training loss falls steadily while the test properties stay between 55 and 65
+ROC-AUC, below a frozen encoder with logistic regression. Either the meta-learner fails to fit, or it
+fits the training properties and does not transfer. MUV has about 30 actives per property, so
+meta-training shows every training active to the model many times. Scoring the training properties with
+fresh supports (the other training properties as context, never the property itself:
+``evaluation_episode``) tells the two apart; Tox21 and SIDER, with hundreds of actives per property, are
+the controls.
 
 One JSON per model folder under ``benchmarks/results/generalisation_gap/``; the table
-``benchmarks/results/generalisation_gap.{json,md}`` is generated from them.
+``benchmarks/results/generalisation_gap.{json,md,png}`` is generated from them.
 
     python benchmarks/generalisation_gap.py --cpu --draws 3 \\
         --models runs/benchmarks/meta_trained/muv-10shot-gcn_supervised_contextpred-500steps-seed0
@@ -65,7 +65,7 @@ def gap_cell(folder: Path, draws: int, args) -> dict:
     splits = {"train": data.train_tasks, "test": data.test_tasks}
     cell = {"model": folder.name, "dataset": data.name, "shots": shots, "steps": model._global_step, "seed": seed,
             "encoder": model.config.encoder, "eval_seeds": seeds, "device": device_name,
-            "query_chunk": model.config.eval_query_chunk,
+            "query_chunk": model.config.eval_query_chunk, "training_query_bce": training_loss(folder),
             "actives_per_property": {s: actives_per_property(data, t) for s, t in splits.items()}}
     for split, tasks in splits.items():
         cell[f"pintuning_{split}"] = [model.evaluate_fewshot(data, seed=e, tasks=tasks)["roc_auc"] for e in seeds]
@@ -76,12 +76,21 @@ def gap_cell(folder: Path, draws: int, args) -> dict:
     return cell
 
 
-def add_query_chunks(folder: Path, cell: dict, chunks, args) -> dict:
-    """``cell`` with Pin-Tuning's test-property scores, same draws, at other query chunk sizes (query molecules
-    per context graph; training episodes have 16): ``pintuning_test_by_query_chunk[str(size)]``. Sizes the
-    cell has are kept; a cell written before ``query_chunk`` was recorded gets it."""
+def training_loss(folder: Path, window: int = 50) -> dict:
+    """Mean meta-training query BCE of the first and of the last ``window`` outer steps of a saved run."""
+    history = json.loads((folder / "history.json").read_text())["history"]
+    losses = [record["query_bce"] for record in history if "query_bce" in record]
+    return {"window": window, "first": float(np.mean(losses[:window])), "last": float(np.mean(losses[-window:]))}
+
+
+def complete_cell(folder: Path, cell: dict, chunks, args) -> dict:
+    """``cell`` with what a cell written by an earlier version lacks (the model's query chunk size, its
+    meta-training loss) and Pin-Tuning's test-property scores, same draws, at other query chunk sizes (query
+    molecules per context graph; training episodes have 16): ``pintuning_test_by_query_chunk[str(size)]``.
+    Sizes the cell has are kept."""
     model, data, _, _ = _load(folder, args)
-    cell.setdefault("query_chunk", model.config.eval_query_chunk)    # cells written before sizes were recorded
+    cell.setdefault("query_chunk", model.config.eval_query_chunk)
+    cell.setdefault("training_query_bce", training_loss(folder))
     scores = cell.setdefault("pintuning_test_by_query_chunk", {})
     for size in chunks:
         if str(size) not in scores:
@@ -104,18 +113,18 @@ def report(cells: list) -> str:
              "graph at evaluation (training episodes have 16); the last column scores the test properties at other "
              "sizes, same model and draws.", "",
              "| model | steps | draws | actives per property (median, train / test) | Pin-Tuning train "
-             "| Pin-Tuning test | gap | frozen + LR train | frozen + LR test | query chunk | Pin-Tuning test, "
-             "other query chunks | device |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| Pin-Tuning test | gap | frozen + LR train | frozen + LR test | meta-training query BCE, first → "
+             "last 50 steps | query chunk | Pin-Tuning test, other query chunks | device |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in sorted(cells, key=lambda c: (c["dataset"], -c["shots"], c["steps"], c["seed"])):
         gap = 100 * (np.mean(c["pintuning_train"]) - np.mean(c["pintuning_test"]))
-        actives = c["actives_per_property"]
+        actives, loss = c["actives_per_property"], c["training_query_bce"]
         others = "; ".join(f"{size}: {_pct(v)}" for size, v in sorted(
             c.get("pintuning_test_by_query_chunk", {}).items(), key=lambda item: int(item[0]))) or "—"
         lines.append(f"| {c['dataset']} {c['shots']}-shot seed {c['seed']} | {c['steps']} | {len(c['eval_seeds'])} "
                      f"| {actives['train']:.0f} / {actives['test']:.0f} | {_pct(c['pintuning_train'])} "
                      f"| {_pct(c['pintuning_test'])} | {gap:+.1f} | {_pct(c['frozen_train'])} "
-                     f"| {_pct(c['frozen_test'])} | {c['query_chunk']} | {others} | {c['device']} |")
+                     f"| {_pct(c['frozen_test'])} | {loss['first']:.3f} → {loss['last']:.3f} | {c['query_chunk']} | {others} | {c['device']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -176,7 +185,7 @@ def main() -> None:
             print(f"{target.name}: done before, skipped")
         else:
             target.write_text(json.dumps(gap_cell(folder, args.draws, args), indent=1) + "\n")
-        cell = add_query_chunks(folder, json.loads(target.read_text()), args.query_chunks, args)
+        cell = complete_cell(folder, json.loads(target.read_text()), args.query_chunks, args)
         target.write_text(json.dumps(cell, indent=1) + "\n")
     write_report(cell_dir, Path(args.out))
     print(Path(args.out).with_suffix(".md").read_text())

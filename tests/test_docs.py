@@ -47,16 +47,16 @@ def _text(page: Path) -> str:
 
 def test_benchmark_pages_show_the_generated_tables_and_plots(site):
     *_, out = site
-    for name in ("fewshot_table", "ablations", "classifier_inputs", "tox21_10shot", "deployment_tox21",
-                 "adaptation_mode", "official_comparison", "speed", "speed_gpu", "scoring_speed"):
+    for name in ("fewshot_table", "ablations", "generalisation_gap", "classifier_inputs", "tox21_10shot",
+                 "deployment_tox21", "adaptation_mode", "official_comparison", "speed", "speed_gpu", "scoring_speed"):
         generated = (RESULTS / f"{name}.md").read_text()
         first_row = next(line for line in generated.splitlines() if line.startswith("| ") and "---" not in line)
         cells = [c.strip().replace("`", "") for c in first_row.strip("|").split("|")]
         page = _text(out / "benchmarks" / f"{name}.html")
         assert all(" ".join(cell.split()) in page for cell in cells if cell), name    # the header row, as generated
     images = {p.name for p in (out / "_images").iterdir()}
-    assert {"fewshot_table.png", "fewshot_table_per_property.png", "ablations.png", "classifier_inputs.png",
-            "tox21_10shot.png", "encoder_comparison.png", "schnet_transfer_hopv.png",
+    assert {"fewshot_table.png", "fewshot_table_per_property.png", "ablations.png", "generalisation_gap.png",
+            "classifier_inputs.png", "tox21_10shot.png", "encoder_comparison.png", "schnet_transfer_hopv.png",
             "schnet_transfer_freesolv.png"} <= images
 
 

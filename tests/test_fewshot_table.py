@@ -268,6 +268,8 @@ def test_report_scores_every_row_of_a_seed_on_the_draws_they_all_have():
 
 
 def test_generalisation_gap_scores_the_training_properties_beside_the_reports_test_numbers(cells, args):
+    import json
+
     import generalisation_gap
     from deepchem_pintuning.data import load_fewshot
     from deepchem_pintuning.episodes import evaluation_episodes
@@ -283,7 +285,11 @@ def test_generalisation_gap_scores_the_training_properties_beside_the_reports_te
         assert episode.task_index not in episode.aux_task_indices
     row = generalisation_gap.report([gap]).splitlines()[-1].split("|")
     difference = 100 * (np.mean(gap["pintuning_train"]) - np.mean(gap["pintuning_test"]))
-    assert row[7].strip() == f"{difference:+.1f}" and row[10].strip() == "128" and row[11].strip() == "—"
+    assert row[7].strip() == f"{difference:+.1f}" and row[11].strip() == "128" and row[12].strip() == "—"
+    losses = [r["query_bce"] for r in json.loads((folder / "history.json").read_text())["history"] if "query_bce" in r]
+    loss = gap["training_query_bce"]
+    assert len(losses) == 2 and loss["first"] == loss["last"] == pytest.approx(np.mean(losses))
+    assert row[10].strip() == f"{loss['first']:.3f} → {loss['last']:.3f}"
     # another query chunk size scores the same test properties on the same draws; the model's own reproduces them
-    chunked = generalisation_gap.add_query_chunks(folder, dict(gap), [16, 128], args)["pintuning_test_by_query_chunk"]
+    chunked = generalisation_gap.complete_cell(folder, dict(gap), [16, 128], args)["pintuning_test_by_query_chunk"]
     assert chunked["128"] == gap["pintuning_test"] and chunked["16"] != gap["pintuning_test"]
