@@ -44,6 +44,13 @@ def as_test(data, tasks):
     return dataclasses.replace(data, test_tasks=list(tasks))
 
 
+def training_loss(folder: Path, window: int = 50) -> dict:
+    """Mean meta-training query BCE of the first and of the last ``window`` outer steps of a saved run."""
+    history = json.loads((folder / "history.json").read_text())["history"]
+    losses = [record["query_bce"] for record in history if "query_bce" in record]
+    return {"window": window, "first": float(np.mean(losses[:window])), "last": float(np.mean(losses[-window:]))}
+
+
 def _load(folder: Path, args):
     """A saved model on the cell's device, its dataset, seed and device name."""
     from deepchem_pintuning.data import load_fewshot
@@ -76,21 +83,11 @@ def gap_cell(folder: Path, draws: int, args) -> dict:
     return cell
 
 
-def training_loss(folder: Path, window: int = 50) -> dict:
-    """Mean meta-training query BCE of the first and of the last ``window`` outer steps of a saved run."""
-    history = json.loads((folder / "history.json").read_text())["history"]
-    losses = [record["query_bce"] for record in history if "query_bce" in record]
-    return {"window": window, "first": float(np.mean(losses[:window])), "last": float(np.mean(losses[-window:]))}
-
-
-def complete_cell(folder: Path, cell: dict, chunks, args) -> dict:
-    """``cell`` with what a cell written by an earlier version lacks (the model's query chunk size, its
-    meta-training loss) and Pin-Tuning's test-property scores, same draws, at other query chunk sizes (query
-    molecules per context graph; training episodes have 16): ``pintuning_test_by_query_chunk[str(size)]``.
-    Sizes the cell has are kept."""
+def add_query_chunks(folder: Path, cell: dict, chunks, args) -> dict:
+    """``cell`` with Pin-Tuning's test-property scores, same draws, at other query chunk sizes (query molecules
+    per context graph; training episodes have 16): ``pintuning_test_by_query_chunk[str(size)]``. Sizes the
+    cell has are kept."""
     model, data, _, _ = _load(folder, args)
-    cell.setdefault("query_chunk", model.config.eval_query_chunk)
-    cell.setdefault("training_query_bce", training_loss(folder))
     scores = cell.setdefault("pintuning_test_by_query_chunk", {})
     for size in chunks:
         if str(size) not in scores:
@@ -185,8 +182,9 @@ def main() -> None:
             print(f"{target.name}: done before, skipped")
         else:
             target.write_text(json.dumps(gap_cell(folder, args.draws, args), indent=1) + "\n")
-        cell = complete_cell(folder, json.loads(target.read_text()), args.query_chunks, args)
-        target.write_text(json.dumps(cell, indent=1) + "\n")
+        if args.query_chunks:
+            cell = add_query_chunks(folder, json.loads(target.read_text()), args.query_chunks, args)
+            target.write_text(json.dumps(cell, indent=1) + "\n")
     write_report(cell_dir, Path(args.out))
     print(Path(args.out).with_suffix(".md").read_text())
 

@@ -291,5 +291,5 @@ def test_generalisation_gap_scores_the_training_properties_beside_the_reports_te
     assert len(losses) == 2 and loss["first"] == loss["last"] == pytest.approx(np.mean(losses))
     assert row[10].strip() == f"{loss['first']:.3f} → {loss['last']:.3f}"
     # another query chunk size scores the same test properties on the same draws; the model's own reproduces them
-    chunked = generalisation_gap.complete_cell(folder, dict(gap), [16, 128], args)["pintuning_test_by_query_chunk"]
+    chunked = generalisation_gap.add_query_chunks(folder, dict(gap), [16, 128], args)["pintuning_test_by_query_chunk"]
     assert chunked["128"] == gap["pintuning_test"] and chunked["16"] != gap["pintuning_test"]
