@@ -96,6 +96,11 @@ def add_query_chunks(folder: Path, cell: dict, chunks, args) -> dict:
     return cell
 
 
+def _row_order(cell: dict) -> tuple:
+    """Rows and bars by dataset, more shots first, then budget and seed."""
+    return cell["dataset"], -cell["shots"], cell["steps"], cell["seed"]
+
+
 def _pct(values) -> str:
     return f"{100 * np.mean(values):.1f}" + (f" ± {100 * np.std(values, ddof=1):.1f}" if len(values) > 1 else "")
 
@@ -113,7 +118,7 @@ def report(cells: list) -> str:
              "| Pin-Tuning test | gap | frozen + LR train | frozen + LR test | meta-training query BCE, first → "
              "last 50 steps | query chunk | Pin-Tuning test, other query chunks | device |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for c in sorted(cells, key=lambda c: (c["dataset"], -c["shots"], c["steps"], c["seed"])):
+    for c in sorted(cells, key=_row_order):
         gap = 100 * (np.mean(c["pintuning_train"]) - np.mean(c["pintuning_test"]))
         actives, loss = c["actives_per_property"], c["training_query_bce"]
         others = "; ".join(f"{size}: {_pct(v)}" for size, v in sorted(
@@ -130,7 +135,7 @@ def plot(cells: list, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    cells = sorted(cells, key=lambda c: (c["dataset"], -c["shots"], c["steps"], c["seed"]))
+    cells = sorted(cells, key=_row_order)
     bars = [("pintuning_train", "Pin-Tuning, training properties"), ("pintuning_test", "Pin-Tuning, test properties"),
             ("frozen_train", "frozen + LR, training properties"), ("frozen_test", "frozen + LR, test properties")]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.8 + 1.6 * len(cells)), 3.8))
