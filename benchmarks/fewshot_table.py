@@ -146,7 +146,7 @@ def cell_device(args):
 
 def run_cell(dataset: str, shots: int, method: str, seed: int, args) -> dict:
     """One cell: every protocol's numbers for one method, dataset, shot count and seed."""
-    from deepchem_pintuning.baselines import evaluate_baseline
+    from deepchem_pintuning.baselines import evaluate_baseline_draws
     from deepchem_pintuning.data import load_fewshot
 
     device, device_name = cell_device(args)
@@ -158,8 +158,7 @@ def run_cell(dataset: str, shots: int, method: str, seed: int, args) -> dict:
     if method == "pintuning":
         cell.update(pintuning_cell(data, dataset, shots, seed, args, device, seeds))
     else:
-        cell.update(honest_scores([evaluate_baseline(method, data, n_shot=shots, seed=seed, eval_seed=e,
-                                                     encoder=args.encoder) for e in seeds]))
+        cell.update(honest_scores(evaluate_baseline_draws(method, data, shots, seed, seeds, encoder=args.encoder)))
         cell["encoder"] = None if method.startswith("ecfp") else args.encoder
     cell["wall_seconds"] = time.perf_counter() - start
     return cell

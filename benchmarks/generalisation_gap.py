@@ -64,7 +64,7 @@ def _load(folder: Path, args):
 
 def gap_cell(folder: Path, draws: int, args) -> dict:
     """Pin-Tuning (honest protocol) and frozen + LR on the training and the test properties of one model."""
-    from deepchem_pintuning.baselines import evaluate_baseline
+    from deepchem_pintuning.baselines import evaluate_baseline_draws
 
     model, data, seed, device_name = _load(folder, args)
     shots, seeds = model.config.n_shot, eval_seeds(seed, draws)
@@ -76,9 +76,8 @@ def gap_cell(folder: Path, draws: int, args) -> dict:
             "actives_per_property": {s: actives_per_property(data, t) for s, t in splits.items()}}
     for split, tasks in splits.items():
         cell[f"pintuning_{split}"] = [model.evaluate_fewshot(data, seed=e, tasks=tasks)["roc_auc"] for e in seeds]
-        cell[f"frozen_{split}"] = [evaluate_baseline("frozen", as_test(data, tasks), n_shot=shots, seed=seed,
-                                                     eval_seed=e, encoder=model.config.encoder)["roc_auc"]
-                                   for e in seeds]
+        cell[f"frozen_{split}"] = [d["roc_auc"] for d in evaluate_baseline_draws(
+            "frozen", as_test(data, tasks), shots, seed, seeds, encoder=model.config.encoder)]
     cell["wall_seconds"] = time.perf_counter() - start
     return cell
 

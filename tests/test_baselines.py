@@ -1,7 +1,7 @@
 """Baselines run on the same fixed episodes as Pin-Tuning and learn something on real data."""
 import pytest
 
-from deepchem_pintuning.baselines import BASELINES, evaluate_baseline
+from deepchem_pintuning.baselines import BASELINES, evaluate_baseline, evaluate_baseline_draws
 
 
 @pytest.mark.parametrize("method, options", [
@@ -31,3 +31,14 @@ def test_auxiliary_labels_are_what_the_aux_forest_adds(cld):
     with_aux = evaluate_baseline("ecfp_aux_rf", cld, n_shot=5, seed=0)
     assert set(plain["per_task"]) == set(with_aux["per_task"]) == set(cld.test_tasks)
     assert plain["per_task"] != with_aux["per_task"] and plain["trainable_parameters"] == 0
+
+
+@pytest.mark.parametrize("method, options", [
+    ("frozen", {}), ("finetune", {"finetune_steps": 3}), ("protonet", {"meta_steps": 3}), ("ecfp_aux_rf", {}),
+])
+def test_draws_prepared_once_equal_draws_prepared_anew(cld, method, options):
+    """The fast path (one preparation, several support draws) against its oracle (one call per draw)."""
+    draws = evaluate_baseline_draws(method, cld, 5, 0, eval_seeds=[3, 4], **options)
+    oracle = [evaluate_baseline(method, cld, n_shot=5, seed=0, eval_seed=e, **options) for e in (3, 4)]
+    assert draws == oracle
+    assert draws[0]["per_task"] != draws[1]["per_task"]
