@@ -1,4 +1,8 @@
 """Baselines run on the same fixed episodes as Pin-Tuning and learn something on real data."""
+import json
+import sys
+from pathlib import Path
+
 import pytest
 
 from deepchem_pintuning.baselines import BASELINES, evaluate_baseline, evaluate_baseline_draws
@@ -42,3 +46,16 @@ def test_draws_prepared_once_equal_draws_prepared_anew(cld, method, options):
     oracle = [evaluate_baseline(method, cld, n_shot=5, seed=0, eval_seed=e, **options) for e in (3, 4)]
     assert draws == oracle
     assert draws[0]["per_task"] != draws[1]["per_task"]
+
+
+def test_speed_benchmark_compares_both_paths_and_reports_agreement(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import baseline_speed
+    out = tmp_path / "speed.json"
+    baseline_speed.main(["--dataset", "toxcast-CLD", "--shots", "5", "--draws", "2", "--rounds", "1",
+                         "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert set(result["methods"]) == {"frozen", "protonet"}
+    assert all(row["equal"] and len(row["per_draw_seconds"]) == 1 for row in result["methods"].values())
+    rows = [line for line in out.with_suffix(".md").read_text().splitlines() if line.startswith("| frozen")]
+    assert len(rows) == 1 and rows[0].endswith("| True |")

@@ -48,7 +48,8 @@ def _text(page: Path) -> str:
 def test_benchmark_pages_show_the_generated_tables_and_plots(site):
     *_, out = site
     for name in ("fewshot_table", "ablations", "generalisation_gap", "classifier_inputs", "tox21_10shot",
-                 "deployment_tox21", "adaptation_mode", "official_comparison", "speed", "speed_gpu", "scoring_speed"):
+                 "deployment_tox21", "adaptation_mode", "official_comparison", "speed", "speed_gpu", "scoring_speed",
+                 "baseline_speed"):
         generated = (RESULTS / f"{name}.md").read_text()
         first_row = next(line for line in generated.splitlines() if line.startswith("| ") and "---" not in line)
         cells = [c.strip().replace("`", "") for c in first_row.strip("|").split("|")]
