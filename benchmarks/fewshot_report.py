@@ -153,6 +153,17 @@ def _row_order(key: str) -> tuple:
     return name, -int(shots), METHODS.index(method), int(steps or 0)
 
 
+def paper_numbers(keys: Sequence[str]) -> list:
+    """The paper's Table 1 ROC-AUC % for each ``dataset|shots|method|steps`` row key: Pin-Tuning rows only,
+    None elsewhere (the table's paper column and the bar plot's markers)."""
+    numbers = []
+    for key in keys:
+        name, shots, method, _ = key.split("|")
+        paper = PUBLISHED["Pin-Tuning"].get(name) if method == "pintuning" else None
+        numbers.append(paper[0 if shots == "10" else 1] if paper else None)
+    return numbers
+
+
 def _rows(table: dict) -> list:
     """Markdown rows of an :func:`aggregate` table, with the paper's Pin-Tuning number where there is one."""
     lines = ["| dataset | shots | method | steps | seeds | published (emulated) | honest | deployment | paper |",
@@ -163,12 +174,12 @@ def _rows(table: dict) -> list:
         seeds = sorted(row["per_seed"])
         cells_ = [_protocol_text([row["per_seed"][s][p] for s in seeds if p in row["per_seed"][s]], len(seeds))
                   for p in ("published", "honest", "deployment")]
-        paper = PUBLISHED["Pin-Tuning"].get(name) if method == "pintuning" else None
-        paper_text = f"{paper[0 if shots == '10' else 1]:.2f}" if paper else "—"
+        paper = paper_numbers([key])[0]
+        paper_text = "—" if paper is None else f"{paper:.2f}"
         groups = ""
         if name == "toxcast" and len(row["groups"]) < len(TOXCAST):   # a mean over fewer groups than the paper's
             groups = f" ({len(row['groups'])} of {len(TOXCAST)} groups)"
-            paper_text += f" (all {len(TOXCAST)})" if paper else ""
+            paper_text += f" (all {len(TOXCAST)})" if paper is not None else ""
         lines.append(f"| {name}{groups} | {shots} | {method} | {steps or '—'} | {len(seeds)} | {' | '.join(cells_)} | "
                      f"{paper_text} |")
     return lines
@@ -211,6 +222,8 @@ def plot(cells: list, path: Path) -> None:
             if values:
                 ax.bar(i + offset, 100 * np.mean(values), 0.25, yerr=100 * np.std(values), color=colour,
                        label=protocol if i == 0 or protocol not in ax.get_legend_handles_labels()[1] else None)
+    ax.plot(range(len(keys)), [np.nan if v is None else v for v in paper_numbers(keys)], "k_", markersize=14,
+            label="paper (GIN, 2,000 steps)")
     ax.set_xticks(range(len(keys)), [" ".join(k.rstrip("|").split("|")) + (" steps" if k.split("|")[3] else "")
                                      for k in keys], rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("ROC-AUC (%)")

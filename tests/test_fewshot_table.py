@@ -293,3 +293,8 @@ def test_generalisation_gap_scores_the_training_properties_beside_the_reports_te
     # another query chunk size scores the same test properties on the same draws; the model's own reproduces them
     chunked = generalisation_gap.add_query_chunks(folder, dict(gap), [16, 128], args)["pintuning_test_by_query_chunk"]
     assert chunked["128"] == gap["pintuning_test"] and chunked["16"] != gap["pintuning_test"]
+
+
+def test_paper_numbers_mark_pintuning_rows_only():
+    keys = ["tox21|10|pintuning|2000", "tox21|5|frozen|", "toxcast|5|pintuning|500", "muv|5|pintuning|100"]
+    assert fewshot_report.paper_numbers(keys) == [91.56, None, 83.71, 70.71]
