@@ -96,7 +96,8 @@ def learning_curve(history: Union[str, Path, pd.DataFrame], title: str = "") -> 
 
 def evaluation_curves(runs: Mapping[str, Sequence[Sequence[Dict]]], ax: Optional["Axes"] = None,
                       key: str = "eval_roc_auc", title: str = "Pin-Tuning during meta-training") -> "Figure":
-    """ROC-AUC at each evaluation vs outer step: one line per run, one colour per configuration.
+    """ROC-AUC at each evaluation vs outer step: one line per run, one colour per configuration (beyond
+    the 20 colours of ``tab20``, one line style per round of them).
 
     ``runs`` maps a configuration name to its runs (e.g. one per seed), each a sequence of records
     with ``step`` and ``key`` (``PinTuningModel.history``, whose loss records are skipped, or a
@@ -122,12 +123,12 @@ def evaluation_curves(runs: Mapping[str, Sequence[Sequence[Dict]]], ax: Optional
             evaluations = [record for record in history if key in record]
             ax.plot([record["step"] for record in evaluations], [record[key] for record in evaluations],
                     marker="o", markersize=3, alpha=0.8, color=colours[number % len(colours)],
-                    label=name if run == 0 else None)
+                    linestyle=("-", "--", ":", "-.")[number // len(colours) % 4], label=name if run == 0 else None)
     ax.set_xlabel("outer step")
     ax.set_ylabel("ROC-AUC (one line per run)")
     ax.set_title(title)
     if len(runs) > 6:                       # a long legend goes beside the axes, not over the curves
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), ncol=-(-len(runs) // 16))
     else:
         ax.legend(fontsize=8)
     return ax.figure

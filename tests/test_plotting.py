@@ -72,6 +72,16 @@ def test_evaluation_curves_one_line_per_run_one_colour_per_configuration(trained
         assert list(steps) == [h["step"] for h in evaluations] and list(aucs) == [h["eval_roc_auc"] for h in evaluations]
 
 
+def test_evaluation_curves_keep_many_configurations_apart():
+    runs = {f"run {i}": [[{"step": 1, "eval_roc_auc": 0.5 + i / 100}]] for i in range(25)}
+    (ax,) = evaluation_curves(runs).axes
+    styles = {(str(line.get_color()), line.get_linestyle()) for line in ax.get_lines()}
+    assert len(styles) == 25                                    # colour and line style tell every run apart
+    texts = ax.get_legend().get_texts()
+    ax.figure.canvas.draw()
+    assert len(texts) == 25 and len({round(t.get_window_extent().x0) for t in texts}) == 2   # in two columns
+
+
 def test_tox21_benchmark_plot_draws_every_run_of_the_committed_results(tmp_path):
     sys.path.insert(0, str(BENCHMARKS))
     import plot_tox21
