@@ -125,7 +125,8 @@ def report(cells: list) -> str:
         lines.append(f"| {c['dataset']} {c['shots']}-shot seed {c['seed']} | {c['steps']} | {len(c['eval_seeds'])} "
                      f"| {actives['train']:.0f} / {actives['test']:.0f} | {_pct(c['pintuning_train'])} "
                      f"| {_pct(c['pintuning_test'])} | {gap:+.1f} | {_pct(c['frozen_train'])} "
-                     f"| {_pct(c['frozen_test'])} | {loss['first']:.3f} → {loss['last']:.3f} | {c['query_chunk']} | {others} | {c['device']} |")
+                     f"| {_pct(c['frozen_test'])} | {loss['first']:.3f} → {loss['last']:.3f} | {c['query_chunk']} "
+                     f"| {others} | {c['device']} |")
     return "\n".join(lines) + "\n"
 
 
