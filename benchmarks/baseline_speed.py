@@ -1,9 +1,16 @@
-"""Speed of the few-shot baselines over several support draws: one preparation per draw vs one for all.
+"""Speed of the few-shot baselines: one preparation per draw vs one for all, and the embedding path.
 
-``evaluate_baseline(..., eval_seed=e)`` called once per draw (the reference) against
-``evaluate_baseline_draws`` (encoder, meta-training and embedding once), on one dataset, one torch
-thread, the two paths interleaved in rounds so that a slow patch of a shared machine hits both; it
-also checks that both return the same scores. Writes ``benchmarks/results/baseline_speed.{json,md}``::
+1. ``evaluate_baseline(..., eval_seed=e)`` called once per draw (the reference) against
+   ``evaluate_baseline_draws`` (encoder, meta-training and embedding once); it also checks that
+   both return the same scores.
+2. Embedding every molecule of the dataset with the pre-trained encoder in eval mode: PyG batches
+   (``PretrainedGNN.embed(collate_graphs(...))``, the reference) against
+   :func:`~deepchem_pintuning.batched_network.embed_molecules`, the path the baselines take (what
+   fine-tuning and MAML spend most of a MUV or ToxCast cell on: they re-embed every query molecule
+   of every test property); with the largest difference of the two.
+
+One dataset, one torch thread, the paths interleaved in rounds so that a slow patch of a shared
+machine hits both. Writes ``benchmarks/results/baseline_speed.{json,md}``::
 
     python benchmarks/baseline_speed.py --dataset tox21 --draws 5 --rounds 2
     python benchmarks/baseline_speed.py --table-only      # regenerate the markdown from the JSON
@@ -42,7 +49,33 @@ def measure(dataset: str, draws: int, rounds: int, shots: int) -> dict:
             row["equal"] &= fast == reference
         rows[method] = row
     return {"dataset": dataset, "molecules": len(data), "shots": shots, "draws": draws, "rounds": rounds,
-            "device": f"CPU ({platform.machine()}, 1 thread)", "methods": rows}
+            "device": f"CPU ({platform.machine()}, 1 thread)", "methods": rows,
+            "embedding": measure_embedding(data, rounds)}
+
+
+def measure_embedding(data, rounds: int, chunk: int = 256) -> dict:
+    """Seconds to embed every molecule of ``data`` on either path (one entry per round), and their largest
+    difference."""
+    import numpy as np
+    import torch
+    from deepchem_pintuning.batched_network import embed_molecules
+    from deepchem_pintuning.batching import collate_graphs
+    from deepchem_pintuning.encoder import build_encoder
+    from deepchem_pintuning.episode_batch import PackedGraphs
+
+    encoder, packed = build_encoder().eval(), PackedGraphs(data.graphs)
+    row = {"chunk": chunk, "pyg_seconds": [], "fast_seconds": [], "max_abs_difference": 0.0}
+    for _ in range(rounds):
+        start = time.perf_counter()
+        with torch.no_grad():
+            reference = torch.cat([encoder.embed(collate_graphs(data.graphs[i:i + chunk]))
+                                   for i in range(0, len(data), chunk)])
+        row["pyg_seconds"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        fast = embed_molecules(encoder, packed, np.arange(len(data)), chunk)
+        row["fast_seconds"].append(time.perf_counter() - start)
+        row["max_abs_difference"] = max(row["max_abs_difference"], float((fast - reference).abs().max()))
+    return row
 
 
 def table(result: dict) -> str:
@@ -56,6 +89,13 @@ def table(result: dict) -> str:
         slow, fast = statistics.median(row["per_draw_seconds"]), statistics.median(row["prepared_once_seconds"])
         options = ", ".join(f"{k}={v}" for k, v in row["options"].items()) or "defaults"
         lines.append(f"| {method} | {options} | {slow:.1f} | {fast:.1f} | {slow / fast:.1f}x | {row['equal']} |")
+    embedding = result.get("embedding")
+    if embedding:
+        slow, fast = statistics.median(embedding["pyg_seconds"]), statistics.median(embedding["fast_seconds"])
+        lines += ["", f"Embedding all {result['molecules']} molecules with the pre-trained encoder in eval mode "
+                  f"(chunks of {embedding['chunk']}), the path of every baseline's embedding:", "",
+                  "| PyG batches (s) | embed_molecules (s) | speed-up | largest difference |", "|---|---|---|---|",
+                  f"| {slow:.1f} | {fast:.1f} | {slow / fast:.1f}x | {embedding['max_abs_difference']:.1e} |"]
     return "\n".join(lines) + "\n"
 
 

@@ -35,9 +35,11 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 from torch.func import functional_call
 
+from deepchem_pintuning.batched_network import embed_molecules
 from deepchem_pintuning.batching import collate_graphs
 from deepchem_pintuning.data import FewShotDataset
 from deepchem_pintuning.encoder import PretrainedGNN, build_encoder
+from deepchem_pintuning.episode_batch import PackedGraphs
 from deepchem_pintuning.episodes import Episode, EpisodeSampler, evaluation_episodes
 from deepchem_pintuning.metalearning import EpisodicMAML, EpisodicMetaLearner
 
@@ -45,11 +47,6 @@ BASELINES = ("frozen", "finetune", "protonet", "maml", "ecfp_rf", "ecfp_aux_rf")
 FINGERPRINT_BITS = 2048
 METRICS = (dc.metrics.Metric(dc.metrics.roc_auc_score, name="roc_auc"),
            dc.metrics.Metric(dc.metrics.prc_auc_score, name="pr_auc"))
-
-
-def _embed(encoder: PretrainedGNN, data: FewShotDataset, indices: Sequence[int], chunk: int = 256) -> torch.Tensor:
-    return torch.cat([encoder.embed(collate_graphs([data.graphs[i] for i in indices[s:s + chunk]]))
-                      for s in range(0, len(indices), chunk)])
 
 
 class GraphClassifier(nn.Module):
@@ -123,7 +120,8 @@ def _forest(features: np.ndarray, data, episode, seed: int = 0, with_aux: bool =
     return forest.predict_proba(features[episode.query])[:, 1]
 
 
-def _finetune(encoder, data, episode, finetune_steps: int = 50, lr: float = 1e-3, **_) -> np.ndarray:
+def _finetune(encoder, data, episode, packed: PackedGraphs, finetune_steps: int = 50, lr: float = 1e-3,
+              **_) -> np.ndarray:
     model = GraphClassifier(copy.deepcopy(encoder))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     graphs = collate_graphs([data.graphs[i] for i in episode.support])
@@ -135,7 +133,7 @@ def _finetune(encoder, data, episode, finetune_steps: int = 50, lr: float = 1e-3
         optimizer.step()
     model.eval()
     with torch.no_grad():
-        return torch.sigmoid(model.head(_embed(model.encoder, data, episode.query))).squeeze(-1).numpy()
+        return torch.sigmoid(model.head(embed_molecules(model.encoder, packed, episode.query))).squeeze(-1).numpy()
 
 
 def _prototype_logits(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
@@ -179,19 +177,15 @@ def _meta_train_maml(encoder, data, n_shot, seed, meta_steps: int = 50, inner_lr
     return learner
 
 
-def _maml(learner: GNNMetaLearner, data, episode, **_) -> np.ndarray:
+def _maml(learner: GNNMetaLearner, data, episode, packed: PackedGraphs, **_) -> np.ndarray:
     graphs = collate_graphs([data.graphs[i] for i in episode.support])
     loss, _ = learner.compute_model([graphs, torch.as_tensor(episode.support_labels)], learner.variables, True)
     grads = torch.autograd.grad(loss, learner.variables)
-    fast = [v - learner.inner_lr * g for v, g in zip(learner.variables, grads)]
-    learner.model.eval()
+    adapted = copy.deepcopy(learner.model).eval()
     with torch.no_grad():
-        probabilities = []
-        for start in range(0, len(episode.query), 256):
-            chunk = collate_graphs([data.graphs[i] for i in episode.query[start:start + 256]])
-            logits = functional_call(learner.model, dict(zip(learner.names, fast)), (chunk,))
-            probabilities.append(torch.sigmoid(logits).numpy())
-    return np.concatenate(probabilities)
+        for weight, variable, grad in zip(adapted.parameters(), learner.variables, grads):
+            weight.copy_(variable - learner.inner_lr * grad)
+        return torch.sigmoid(adapted.head(embed_molecules(adapted.encoder, packed, episode.query))).squeeze(-1).numpy()
 
 
 def evaluate_baseline(method: str, data: FewShotDataset, n_shot: int = 10, seed: int = 0,
@@ -245,9 +239,11 @@ def evaluate_baseline_draws(method: str, data: FewShotDataset, n_shot: int, seed
             model = _meta_train_protonet(model, data, n_shot, seed, **options)
         elif method == "maml":
             model = _meta_train_maml(model, data, n_shot, seed, **options)
+        packed = PackedGraphs(data.graphs)
         if method in ("frozen", "protonet"):  # the encoder is fixed at test time: embed every molecule once
-            with torch.no_grad():
-                model = _embed(model, data, np.arange(len(data)))
+            model = embed_molecules(model, packed, np.arange(len(data)))
+        else:
+            options = {**options, "packed": packed}
         state = model
     predict = {"frozen": _frozen, "finetune": _finetune, "protonet": _protonet, "maml": _maml,
                "ecfp_rf": _forest, "ecfp_aux_rf": _forest}[method]

@@ -17,7 +17,7 @@ statistics of the two agree. Exact rewrites used here (same outputs, less arithm
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -25,7 +25,7 @@ from torch import nn
 from deepchem_pintuning.adapters import MPAdapterStack
 from deepchem_pintuning.batched_context import context_forward
 from deepchem_pintuning.encoder import PretrainedGNN
-from deepchem_pintuning.episode_batch import BOND_CATEGORIES, EpisodeBatch, GraphBatch
+from deepchem_pintuning.episode_batch import BOND_CATEGORIES, EpisodeBatch, GraphBatch, PackedGraphs, gather_graphs
 from deepchem_pintuning.grouped_ops import PassState, batch_norm, dropout, layer_norm, linear
 from deepchem_pintuning.pintuning import PinTuning
 from deepchem_pintuning.sparse_products import SparseOperator
@@ -98,6 +98,32 @@ def encode(encoder: PretrainedGNN, params: ParamView, prefix: str, graphs: Graph
         h = dropout(h, encoder.dropout, encoder.training, state)
     pooled = graphs.mean_pool() @ h.reshape(n_groups * slots, -1)
     return pooled.view(n_groups, graphs.n_molecules, -1)
+
+
+def embed_molecules(encoder: PretrainedGNN, packed: PackedGraphs, molecules: Sequence[int],
+                    chunk: int = 256) -> torch.Tensor:
+    """``encoder.embed`` of the ``molecules`` of ``packed`` (``[n, d]``) in eval mode, on the fast path.
+
+    Equals ``encoder.embed(collate_graphs(...))`` (tested) at about 2.5x less CPU time: no PyG
+    collation, and the rewrites of :func:`encode`. Its own parameters, no gradient; for an encoder
+    scored as a whole (the frozen, fine-tuned and MAML baselines, the frozen-encoder cache).
+
+    Examples
+    --------
+    >>> from deepchem_pintuning.encoder import build_encoder
+    >>> from deepchem_pintuning.featurizer import PretrainGNNFeaturizer
+    >>> packed = PackedGraphs(PretrainGNNFeaturizer().featurize(["CCO", "c1ccccc1", "C#N"]))
+    >>> embed_molecules(build_encoder("gcn_scratch").eval(), packed, [2, 0]).shape
+    torch.Size([2, 300])
+    """
+    if encoder.training:
+        raise ValueError("embed_molecules needs the encoder in eval mode (no batch statistics, no dropout)")
+    index = torch.as_tensor(molecules, dtype=torch.long).reshape(1, -1)
+    params = ParamView(encoder, {})
+    with torch.no_grad():
+        parts = [encode(encoder, params, "", gather_graphs(packed, index[:, start:start + chunk]), None)[0]
+                 for start in range(0, index.size(1), chunk)]
+    return torch.cat(parts) if parts else torch.zeros(0, encoder.emb_dim)
 
 
 def linear_table(table: torch.Tensor, layer: nn.Linear, bias: bool = True) -> torch.Tensor:

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from deepchem_pintuning.assay_scoring import AssayScoring
 from deepchem_pintuning.batched_meta_training import DeviceDataset, meta_gradients
+from deepchem_pintuning.batched_network import embed_molecules
 from deepchem_pintuning.batching import collate_graphs
 from deepchem_pintuning.captured_step import CapturedStep, training_capacity
 from deepchem_pintuning.data import FewShotDataset, project_data_dir
@@ -179,12 +180,9 @@ class PinTuningModel(AssayScoring, FewShotEvaluation, SavedModel, TorchModel):
         if self.config.frozen_encoder_train_mode:
             return None
         if self._frozen_cache is None or self._frozen_cache[0] is not data:
-            vectors = []
             self.model.frozen_encoder.eval()
-            for start in range(0, len(data), 256):
-                batch = collate_graphs(data.graphs[start:start + 256], self.device)
-                vectors.append(self.model.frozen_vectors(batch))
-            self._frozen_cache = (data, torch.cat(vectors))
+            vectors = embed_molecules(self.model.frozen_encoder, self._on_device(data).graphs, np.arange(len(data)))
+            self._frozen_cache = (data, vectors)
         return self._frozen_cache[1]
 
     def _on_device(self, data: FewShotDataset) -> DeviceDataset:

@@ -1,11 +1,19 @@
 """Baselines run on the same fixed episodes as Pin-Tuning and learn something on real data."""
+import copy
 import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from torch.func import functional_call
 
-from deepchem_pintuning.baselines import BASELINES, evaluate_baseline, evaluate_baseline_draws
+from deepchem_pintuning.baselines import BASELINES, _maml, _meta_train_maml, evaluate_baseline, evaluate_baseline_draws
+from deepchem_pintuning.batching import collate_graphs
+from deepchem_pintuning.encoder import build_encoder
+from deepchem_pintuning.episode_batch import PackedGraphs
+from deepchem_pintuning.episodes import evaluation_episodes
 
 
 @pytest.mark.parametrize("method, options", [
@@ -48,6 +56,27 @@ def test_draws_prepared_once_equal_draws_prepared_anew(cld, method, options):
     assert draws[0]["per_task"] != draws[1]["per_task"]
 
 
+def test_maml_scores_are_the_adapted_learner_scores(cld):
+    """MAML's test-time scoring (an adapted copy on the fast embedding path) against ``functional_call`` of the
+    meta-learner with its one-step fast weights on a PyG batch (the oracle)."""
+    learner = _meta_train_maml(build_encoder(), cld, 5, 0, meta_steps=1, meta_batch_size=2)
+    episode = evaluation_episodes(cld, 5, 0)[0]
+    # the adaptation step runs in train mode: same dropout draws and BatchNorm statistics for both paths
+    weights, random_state = copy.deepcopy(learner.model.state_dict()), torch.get_rng_state()
+    scores = _maml(learner, cld, episode, PackedGraphs(cld.graphs))
+    learner.model.load_state_dict(weights)
+    torch.set_rng_state(random_state)
+    support = collate_graphs([cld.graphs[i] for i in episode.support])
+    loss, _ = learner.compute_model([support, torch.as_tensor(episode.support_labels)], learner.variables, True)
+    fast = [v - learner.inner_lr * g for v, g in zip(learner.variables, torch.autograd.grad(loss, learner.variables))]
+    learner.model.eval()
+    with torch.no_grad():
+        logits = functional_call(learner.model, dict(zip(learner.names, fast)),
+                                 (collate_graphs([cld.graphs[i] for i in episode.query]),))
+    assert scores.shape == (len(episode.query),)
+    np.testing.assert_allclose(scores, torch.sigmoid(logits).numpy(), atol=1e-5)
+
+
 def test_speed_benchmark_compares_both_paths_and_reports_agreement(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import baseline_speed
@@ -59,3 +88,7 @@ def test_speed_benchmark_compares_both_paths_and_reports_agreement(tmp_path):
     assert all(row["equal"] and len(row["per_draw_seconds"]) == 1 for row in result["methods"].values())
     rows = [line for line in out.with_suffix(".md").read_text().splitlines() if line.startswith("| frozen")]
     assert len(rows) == 1 and rows[0].endswith("| True |")
+    embedding = result["embedding"]
+    assert len(embedding["pyg_seconds"]) == len(embedding["fast_seconds"]) == 1
+    assert 0 <= embedding["max_abs_difference"] < 1e-4
+    assert "| embed_molecules (s) |" in out.with_suffix(".md").read_text()

@@ -12,7 +12,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from deepchem_pintuning.batched_meta_training import DeviceDataset, batched_predict_episode, meta_gradients
-from deepchem_pintuning.batched_network import ParamView, encode
+from deepchem_pintuning.batched_network import ParamView, embed_molecules, encode
 from deepchem_pintuning.batching import collate_graphs
 from deepchem_pintuning.context_graph import label_edges
 from deepchem_pintuning.encoder import PretrainedGNN
@@ -144,6 +144,24 @@ def test_padded_batch_encoder_equals_pyg_batches(tox21, gnn_type):
     for group in range(3):   # train mode: BatchNorm statistics per group, as one PyG batch per group
         expected = encoder.embed(collate_graphs([tox21.graphs[i] for i in molecules[group].tolist()]))
         assert torch.allclose(batched[group], expected, atol=1e-5), group
+
+
+@pytest.mark.parametrize("gnn_type", ["gcn", "gin"])
+def test_embed_molecules_equals_the_pyg_encoder_in_eval_mode(tox21, gnn_type):
+    """The baselines' and the frozen cache's embedding path against ``PretrainedGNN.embed`` (its oracle)."""
+    torch.manual_seed(0)
+    encoder = PretrainedGNN(gnn_type, num_layer=3, emb_dim=16, dropout=0.5)
+    for norm in encoder.batch_norms:        # running statistics and affine maps that are not the identity
+        norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2)
+        norm.weight.data.uniform_(0.5, 2), norm.bias.data.uniform_(-1, 1)
+    molecules = np.random.default_rng(0).permutation(len(tox21))[:23]   # out of order; chunks of 7 end unevenly
+    with pytest.raises(ValueError, match="eval mode"):
+        embed_molecules(encoder.train(), DeviceDataset(tox21).graphs, molecules)
+    fast = embed_molecules(encoder.eval(), DeviceDataset(tox21).graphs, molecules, chunk=7)
+    with torch.no_grad():
+        expected = encoder.embed(collate_graphs([tox21.graphs[i] for i in molecules]))
+    assert fast.shape == expected.shape and not fast.requires_grad
+    assert torch.allclose(fast, expected, atol=1e-5), (fast - expected).abs().max()
 
 
 @pytest.mark.parametrize("offset", [0, -1])
