@@ -81,7 +81,7 @@ class FewShotEvaluation:
                                            episode.support_labels, episode.task_index, episode.aux_task_indices,
                                            seed, device=self.device, mode=self.config.deployment_adaptation)
                 scores = score_molecules(self.model, adapted, [data.graphs[i] for i in episode.query],
-                                         workers=self.workers)
+                                         workers=self.workers, frozen=None if frozen is None else frozen[episode.query])
             elif fast:
                 scores = batched_predict_episode(self.model, self._on_device(data), episode, frozen, seed,
                                                  self.eval_chunks_per_pass, self.workers)

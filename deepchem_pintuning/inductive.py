@@ -114,11 +114,13 @@ def adapt_to_support(model: PinTuning, graphs: Sequence, labels: np.ndarray, tas
 
 
 def score_molecules(model: PinTuning, adapted: AdaptedSupport, graphs: Union[Sequence, PackedGraphs],
-                    batch_size: int = 64, workers: int = 1) -> np.ndarray:
+                    batch_size: int = 64, workers: int = 1, frozen: Optional[torch.Tensor] = None) -> np.ndarray:
     """Probability of activity of every molecule in ``graphs``, each on its own context graph.
 
     ``graphs``: featurized molecules (``GraphData``), or already packed. Batches of ``batch_size``
-    molecules are scored in ``workers`` threads (one CPU core each).
+    molecules are scored in ``workers`` threads (one CPU core each). ``frozen``: the molecules'
+    frozen-encoder vectors ``[n, d]`` (eval mode) when the caller has them, e.g. cached for a
+    dataset scored on many properties; otherwise they are computed here.
     """
     was_training = model.training
     model.eval()
@@ -136,7 +138,9 @@ def score_molecules(model: PinTuning, adapted: AdaptedSupport, graphs: Union[Seq
 
         def score(start: int) -> np.ndarray:
             with torch.no_grad():
-                return _score_chunk(model, params, shared, packed, start, min(start + batch_size, n_graphs))
+                stop = min(start + batch_size, n_graphs)
+                return _score_chunk(model, params, shared, packed, start, stop,
+                                    None if frozen is None else frozen[start:stop])
 
         starts = range(0, n_graphs, batch_size)
         if workers > 1 and len(starts) > 1:
@@ -150,9 +154,9 @@ def score_molecules(model: PinTuning, adapted: AdaptedSupport, graphs: Union[Seq
 
 
 def _score_chunk(model: PinTuning, params: ParamView, shared: SupportContext, packed: PackedGraphs, start: int,
-                 stop: int) -> np.ndarray:
+                 stop: int, frozen: Optional[torch.Tensor]) -> np.ndarray:
     chunk = gather_graphs(packed, torch.arange(start, stop).view(1, -1))
-    frozen = _frozen_vectors(model, chunk)[0]                                                   # [B, d]
+    frozen = _frozen_vectors(model, chunk)[0] if frozen is None else frozen                    # [B, d]
     prop_context, mol_context = molecule_context(model.context, params, "context.", shared, frozen)
     hook = None if model.adapters is None else adapter_hook(model.adapters, params, "adapters.", chunk,
                                                             mol_context.unsqueeze(0), prop_context.unsqueeze(0))

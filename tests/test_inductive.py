@@ -93,6 +93,20 @@ def test_scores_are_deterministic_and_independent_of_the_library(cld, trained):
     assert all(torch.equal(buffers[n], b) for n, b in trained.model.named_buffers())   # the model is untouched
 
 
+def test_given_frozen_vectors_are_those_computed_per_chunk(cld, trained):
+    """The deployment protocol passes the dataset's cached frozen-encoder vectors: same scores as computing them."""
+    net = trained.model
+    episode = evaluation_episode(cld, cld.test_tasks[0], n_shot=5, seed=0)
+    graphs, labels = _support(cld, episode)
+    adapted = adapt_to_support(net, graphs, labels, episode.task_index, list(episode.aux_task_indices), seed=0)
+    queries = [cld.graphs[i] for i in episode.query[:40]]
+    computed = score_molecules(net, adapted, queries, batch_size=16)
+    cached = trained._frozen(cld)[episode.query[:40]]
+    np.testing.assert_allclose(score_molecules(net, adapted, queries, batch_size=16, frozen=cached), computed, atol=1e-6)
+    shifted = score_molecules(net, adapted, queries, batch_size=16, frozen=cached.roll(1, dims=0))
+    assert np.abs(shifted - computed).max() > 1e-3                     # the given vectors are the ones used
+
+
 def test_eval_mode_adaptation_has_no_randomness(cld, trained):
     episode = evaluation_episode(cld, cld.test_tasks[0], n_shot=5, seed=0)
     graphs, labels = _support(cld, episode)
