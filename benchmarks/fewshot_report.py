@@ -30,18 +30,25 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
 
 
+def _counts(values) -> str:
+    """The distinct values, ascending, as "10" or "5, 10" ("—" when there are none)."""
+    return ", ".join(str(v) for v in sorted(set(values))) or "—"
+
+
 def budget_table(cells: list, name: str = "method", order: Sequence[str] = METHODS) -> list:
     """Markdown lines: the budget of every (dataset, shots, ``name``, outer steps) row, as its cells record it.
 
     Meta-trained cells state the wall time of meta-training (its evaluations included, summed over
     resumed chunks); other cells the wall time of the cell (fitting and scoring on every support draw).
+    "evaluations" is how many evaluations during meta-training the published-emulated number is the
+    best of (it grows with their number); "draws" how many fixed support draws per seed a cell scored.
     """
     rows: dict = {}
     for cell in cells:
         steps = cell["steps"] if "training_seconds" in cell else 0
         rows.setdefault((cell["dataset"], -cell["shots"], order.index(cell[name]), steps), []).append(cell)
-    lines = [f"| dataset | shots | {name} | steps | seeds | encoder | device | wall time per seed |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| dataset | shots | {name} | steps | seeds | evaluations | draws | encoder | device | "
+             "wall time per seed |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (dataset, shots, index, steps), group in sorted(rows.items()):
         encoders = ", ".join(sorted({c.get("encoder") or "ECFP4" for c in group}))
         devices = ", ".join(sorted({c["device"] for c in group}))
@@ -49,8 +56,10 @@ def budget_table(cells: list, name: str = "method", order: Sequence[str] = METHO
             wall = f"{_duration(np.mean([c['training_seconds'] for c in group]))} meta-training"
         else:
             wall = _duration(np.mean([c["wall_seconds"] for c in group]))
-        lines.append(f"| {dataset} | {-shots} | {order[index]} | {steps or '—'} | {len(group)} | {encoders} | "
-                     f"{devices} | {wall} |")
+        evaluations = _counts(len(c["evaluations"]) for c in group if c.get("evaluations"))
+        draws = _counts(len(c["eval_seeds"]) for c in group if "eval_seeds" in c)
+        lines.append(f"| {dataset} | {-shots} | {order[index]} | {steps or '—'} | {len(group)} | {evaluations} | "
+                     f"{draws} | {encoders} | {devices} | {wall} |")
     return lines
 
 

@@ -196,9 +196,15 @@ def test_budget_table_states_each_rows_steps_seeds_encoder_device_and_wall_time(
     rows = [[field.strip() for field in row] for row in rows]
     assert [row[2:5] for row in rows] == [["pintuning", "2", "1"], ["pintuning", "2000", "2"], ["frozen", "—", "1"],
                                           ["ecfp_aux_rf", "—", "1"]]
-    assert rows[1][5:] == ["gcn_supervised_contextpred", trained["device"], "1.5 h meta-training"]
-    assert rows[3][5] == "ECFP4"
-    assert rows[2][7] == fewshot_report._duration(cells["frozen"]["wall_seconds"])
+    n_evaluations, n_draws = len(trained["evaluations"]), len(trained["eval_seeds"])
+    assert rows[1][5:] == [str(n_evaluations), str(n_draws), "gcn_supervised_contextpred", trained["device"],
+                           "1.5 h meta-training"]
+    assert rows[2][5:7] == ["—", str(len(cells["frozen"]["eval_seeds"]))]       # a baseline: no evaluations
+    assert rows[3][7] == "ECFP4"
+    assert rows[2][9] == fewshot_report._duration(cells["frozen"]["wall_seconds"])
+    mixed = {**again, "seed": 3, "evaluations": trained["evaluations"][:1]}
+    row = fewshot_report.budget_table([longer, again, mixed])[2]
+    assert f"| 3 | 1, {n_evaluations} | {n_draws} |" in row
     assert fewshot_report.budget_table([])[2:] == []
 
 
