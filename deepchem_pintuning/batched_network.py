@@ -104,8 +104,8 @@ def embed_molecules(encoder: PretrainedGNN, packed: PackedGraphs, molecules: Seq
                     chunk: int = 256) -> torch.Tensor:
     """``encoder.embed`` of the ``molecules`` of ``packed`` (``[n, d]``) in eval mode, on the fast path.
 
-    Equals ``encoder.embed(collate_graphs(...))`` (tested) at about 2.5x less CPU time: no PyG
-    collation, and the rewrites of :func:`encode`. Its own parameters, no gradient; for an encoder
+    Equals ``encoder.embed(collate_graphs(...))`` (tested) at about a third of the CPU time
+    (``benchmarks/results/baseline_speed.md``): no PyG collation, and the rewrites of :func:`encode`. Its own parameters, no gradient; for an encoder
     scored as a whole (the frozen, fine-tuned and MAML baselines, the frozen-encoder cache).
 
     Examples
@@ -123,7 +123,7 @@ def embed_molecules(encoder: PretrainedGNN, packed: PackedGraphs, molecules: Seq
     with torch.no_grad():
         parts = [encode(encoder, params, "", gather_graphs(packed, index[:, start:start + chunk]), None)[0]
                  for start in range(0, index.size(1), chunk)]
-    return torch.cat(parts) if parts else torch.zeros(0, encoder.emb_dim)
+    return torch.cat(parts) if parts else torch.zeros(0, encoder.emb_dim, device=packed.atoms.device)
 
 
 def linear_table(table: torch.Tensor, layer: nn.Linear, bias: bool = True) -> torch.Tensor:

@@ -162,6 +162,7 @@ def test_embed_molecules_equals_the_pyg_encoder_in_eval_mode(tox21, gnn_type):
         expected = encoder.embed(collate_graphs([tox21.graphs[i] for i in molecules]))
     assert fast.shape == expected.shape and not fast.requires_grad
     assert torch.allclose(fast, expected, atol=1e-5), (fast - expected).abs().max()
+    assert embed_molecules(encoder, DeviceDataset(tox21).graphs, []).shape == (0, 16)
 
 
 @pytest.mark.parametrize("offset", [0, -1])
