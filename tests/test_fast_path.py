@@ -152,8 +152,10 @@ def test_embed_molecules_equals_the_pyg_encoder_in_eval_mode(tox21, gnn_type):
     torch.manual_seed(0)
     encoder = PretrainedGNN(gnn_type, num_layer=3, emb_dim=16, dropout=0.5)
     for norm in encoder.batch_norms:        # running statistics and affine maps that are not the identity
-        norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2)
-        norm.weight.data.uniform_(0.5, 2), norm.bias.data.uniform_(-1, 1)
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+        norm.weight.data.uniform_(0.5, 2)
+        norm.bias.data.uniform_(-1, 1)
     molecules = np.random.default_rng(0).permutation(len(tox21))[:23]   # out of order; chunks of 7 end unevenly
     with pytest.raises(ValueError, match="eval mode"):
         embed_molecules(encoder.train(), DeviceDataset(tox21).graphs, molecules)
