@@ -105,8 +105,9 @@ def embed_molecules(encoder: PretrainedGNN, packed: PackedGraphs, molecules: Seq
     """``encoder.embed`` of the ``molecules`` of ``packed`` (``[n, d]``) in eval mode, on the fast path.
 
     Equals ``encoder.embed(collate_graphs(...))`` (tested) at about a third of the CPU time
-    (``benchmarks/results/baseline_speed.md``): no PyG collation, and the rewrites of :func:`encode`. Its own parameters, no gradient; for an encoder
-    scored as a whole (the frozen, fine-tuned and MAML baselines, the frozen-encoder cache).
+    (``benchmarks/results/baseline_speed.md``): no PyG collation, and the rewrites of :func:`encode`.
+    Its own parameters, no gradient; for an encoder scored as a whole (the frozen, fine-tuned and
+    MAML baselines, the frozen-encoder cache).
 
     Examples
     --------
