@@ -9,6 +9,13 @@ import pytest
 # Featurized caches of the test session go to a fresh folder, so tests never read a stale cache.
 os.environ.setdefault("PINTUNING_CACHE_DIR", tempfile.mkdtemp(prefix="pintuning-test-cache-"))
 
+# The suite runs in two pytest-xdist workers (setup.cfg): one torch thread each, inherited by the
+# subprocesses tests start, so two workers on two cores do not oversubscribe them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+    torch.set_num_threads(1)
+
 
 @pytest.fixture
 def float64():
