@@ -6,7 +6,8 @@ import tempfile
 
 import pytest
 
-# Featurized caches of the test session go to a fresh folder, so tests never read a stale cache.
+# Featurized caches of the test session go to a fresh folder, so tests never read a stale cache. The
+# xdist workers inherit the folder from the controlling process and share it (cache writes are atomic).
 os.environ.setdefault("PINTUNING_CACHE_DIR", tempfile.mkdtemp(prefix="pintuning-test-cache-"))
 
 # The suite runs in two pytest-xdist workers (setup.cfg): one torch thread each, inherited by the
